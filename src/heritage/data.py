@@ -1,0 +1,187 @@
+"""Images in memory, augmentation policies, and the datasets the trainer and soups read.
+
+On a 2-core machine JPEG decoding and resizing cost as much as a forward pass of a small
+network, and a small collection is read dozens of times. So every image is decoded once,
+resized to the model's working size and kept as a uint8 tensor (:class:`ImageCache`); the
+augmentations then run on those small tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
+
+from heritage.backbones import Preprocessing
+from heritage.collection import load_image
+from heritage.progress import progress_bar
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation policy. Flips are on by default for photographs; collections where
+    orientation carries meaning (hieroglyphs, text, coins) should use the ``glyphs`` preset."""
+
+    hflip: float = 0.5
+    vflip: float = 0.0
+    scale: tuple[float, float] = (0.35, 1.0)  # RandomResizedCrop area range
+    ratio: tuple[float, float] = (0.75, 1.333)
+    rotate: float = 0.0  # max degrees
+    color_jitter: float = 0.2  # brightness / contrast / saturation strength
+    grayscale: float = 0.0  # probability
+
+    PRESETS: ClassVar[dict[str, dict]] = {
+        "photo": {},
+        "glyphs": {
+            "hflip": 0.0,
+            "scale": (0.7, 1.0),
+            "ratio": (0.85, 1.18),
+            "rotate": 8.0,
+            "color_jitter": 0.3,
+        },
+        "none": {"hflip": 0.0, "scale": (1.0, 1.0), "ratio": (1.0, 1.0), "color_jitter": 0.0},
+    }
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> AugmentConfig:
+        if name not in cls.PRESETS:
+            raise ValueError(
+                f"unknown augmentation preset {name!r}; choose from {list(cls.PRESETS)}"
+            )
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _interpolation(name: str) -> InterpolationMode:
+    return {
+        "bicubic": InterpolationMode.BICUBIC,
+        "bilinear": InterpolationMode.BILINEAR,
+        "nearest": InterpolationMode.NEAREST,
+    }.get(name, InterpolationMode.BICUBIC)
+
+
+def decode(image: str | Image.Image, prep: Preprocessing) -> torch.Tensor:
+    """Decode and resize one image to the cached working size as a uint8 CHW tensor."""
+    img = load_image(image) if isinstance(image, str) else image.convert("RGB")
+    size = prep.resize_size
+    if prep.resize_mode == "squash":
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    else:  # shorter side to `size`, keep aspect ratio (timm's eval transform)
+        w, h = img.size
+        s = size / min(w, h)
+        img = img.resize(
+            (max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BICUBIC
+        )
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+@dataclass
+class ImageCache:
+    """Decoded images at one working size, shared by the train, validation and BN datasets."""
+
+    prep: Preprocessing
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+    threads: int = 4
+
+    def load(self, paths: Sequence[str], description: str = "decoding images") -> None:
+        todo = [p for p in dict.fromkeys(paths) if p not in self.images]
+        if not todo:
+            return
+        with ThreadPoolExecutor(self.threads) as pool, progress_bar() as bar:
+            task = bar.add_task(description, total=len(todo))
+            for path, tensor in zip(
+                todo, pool.map(lambda p: decode(p, self.prep), todo), strict=True
+            ):
+                self.images[path] = tensor
+                bar.advance(task)
+
+    def __getitem__(self, path: str) -> torch.Tensor:
+        if path not in self.images:
+            self.images[path] = decode(path, self.prep)
+        return self.images[path]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() for t in self.images.values())
+
+
+def train_transform(prep: Preprocessing, aug: AugmentConfig) -> v2.Transform:
+    """Random crop / flip / rotate / colour on uint8 tensors, then normalise."""
+    steps: list[v2.Transform] = [
+        v2.RandomResizedCrop(
+            prep.input_size,
+            scale=aug.scale,
+            ratio=aug.ratio,
+            interpolation=_interpolation(prep.interpolation),
+            antialias=True,
+        )
+    ]
+    if aug.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(aug.hflip))
+    if aug.vflip > 0:
+        steps.append(v2.RandomVerticalFlip(aug.vflip))
+    if aug.rotate > 0:
+        steps.append(
+            v2.RandomRotation(aug.rotate, interpolation=InterpolationMode.BILINEAR, fill=255)
+        )
+    if aug.color_jitter > 0:
+        c = aug.color_jitter
+        steps.append(v2.ColorJitter(brightness=c, contrast=c, saturation=c))
+    if aug.grayscale > 0:
+        steps.append(v2.RandomGrayscale(aug.grayscale))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(prep.mean, prep.std)]
+    return v2.Compose(steps)
+
+
+def eval_transform(prep: Preprocessing) -> v2.Transform:
+    """Centre crop of the cached image (a no-op for ``squash``), then normalise."""
+    return v2.Compose(
+        [
+            v2.CenterCrop(prep.input_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(prep.mean, prep.std),
+        ]
+    )
+
+
+class ImageDataset(Dataset):
+    """(image tensor, class index) pairs over cached images; ``target`` is -1 when unknown."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        targets: Sequence[int] | np.ndarray | None,
+        cache: ImageCache,
+        transform: v2.Transform,
+    ) -> None:
+        self.paths = list(paths)
+        self.targets = (
+            np.full(len(self.paths), -1, dtype=np.int64)
+            if targets is None
+            else np.asarray(targets, dtype=np.int64)
+        )
+        if len(self.targets) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
+        self.cache = cache
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.cache[self.paths[index]]), int(self.targets[index])
+
+
+def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+    """For thumbnails and debugging: a cached uint8 CHW tensor back to a PIL image."""
+    return F.to_pil_image(tensor)

@@ -1,0 +1,196 @@
+"""Model files and the classifier a user loads to predict.
+
+A model file is ``NAME.safetensors`` plus ``NAME.json`` (a :class:`ModelCard`): architecture,
+classes, preprocessing, metrics and provenance. That is enough to load, explain and publish a
+model (a checkpoint, a soup) without the run that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+
+from heritage import __version__
+from heritage.backbones import Preprocessing, create_backbone
+from heritage.runtime import Precision, resolve_device
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelCard:
+    """Everything about a model except its weights (the JSON half of a model file)."""
+
+    architecture: str
+    classes: list[str]
+    preprocessing: Preprocessing
+    metrics: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["preprocessing"] = self.preprocessing.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelCard:
+        d = dict(data)
+        d["preprocessing"] = Preprocessing.from_dict(d["preprocessing"])
+        return cls(**d)
+
+
+def model_stem(path: str | Path) -> Path:
+    """``x``, ``x.json`` or ``x.safetensors`` -> ``x`` (other dots belong to the name: ``m.v1``)."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
+def model_paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, card) paths of a model file given as ``x``, ``x.json`` or ``x.safetensors``."""
+    stem = model_stem(path)
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_model_file(path: str | Path, state_dict: dict[str, torch.Tensor], card: ModelCard) -> Path:
+    """Write weights and card atomically (a killed process never leaves half a file)."""
+    weights, card_path = model_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    card.provenance.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    card.provenance.setdefault("heritage_version", __version__)
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp))
+    os.replace(tmp, weights)
+    _atomic_write_text(card_path, json.dumps(card.to_dict(), indent=2))
+    return weights
+
+
+def load_card(path: str | Path) -> ModelCard:
+    _, card_path = model_paths(path)
+    if not card_path.is_file():
+        raise FileNotFoundError(
+            f"model card not found: {card_path} (a model is NAME.safetensors + NAME.json)"
+        )
+    return ModelCard.from_dict(json.loads(card_path.read_text()))
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    weights, _ = model_paths(path)
+    if not weights.is_file():
+        raise FileNotFoundError(f"model weights not found: {weights}")
+    return load_file(str(weights))
+
+
+def build_model(card: ModelCard, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The timm module for a card, with weights if given (no download ever happens here)."""
+    model = create_backbone(card.architecture, len(card.classes), pretrained=False)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return model
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    precision: Precision | None = None,
+    *,
+    channels_last: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets for every batch of ``loader`` (model in eval mode)."""
+    precision = precision or Precision(None)
+    model.eval()
+    logits, targets = [], []
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precision.autocast(device):
+            out = model(x)
+        logits.append(out.float().cpu())
+        targets.append(y)
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class ImageClassifier:
+    """A trained image classifier: weights, classes and preprocessing together.
+
+    ``ImageClassifier.load("runs/x/soups/greedy_soup")`` then ``predict_proba(paths)``; a soup,
+    a checkpoint and a fine-tuned model all load the same way.
+    """
+
+    def __init__(self, model: nn.Module, card: ModelCard, device: str = "auto") -> None:
+        self.card = card
+        self.device = resolve_device(device)
+        self.precision = Precision.resolve("auto", self.device)
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
+
+    @property
+    def classes_(self) -> list[str]:
+        return list(self.card.classes)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> ImageClassifier:
+        card = load_card(path)
+        return cls(build_model(card, load_state(path)), card, device)
+
+    def save(self, path: str | Path) -> Path:
+        return save_model_file(path, self.model.state_dict(), self.card)
+
+    def predict_proba(
+        self, images: Sequence[str | Path | Image.Image], batch_size: int = 64
+    ) -> np.ndarray:
+        """Class probabilities (n, n_classes), columns in the order of ``classes_``."""
+        from heritage.data import ImageCache, ImageDataset, eval_transform
+
+        if len(images) == 0:
+            return np.zeros((0, len(self.card.classes)))
+
+        cache = ImageCache(self.card.preprocessing)
+        keys = []
+        for i, img in enumerate(images):
+            if isinstance(img, Image.Image):
+                key = f"<image {i}>"
+                cache.images[key] = _decode_pil(img, self.card.preprocessing)
+            else:
+                key = str(img)
+            keys.append(key)
+        cache.load([k for k in keys if k not in cache.images], "reading images")
+        ds = ImageDataset(keys, None, cache, eval_transform(self.card.preprocessing))
+        loader = DataLoader(ds, batch_size=batch_size)
+        logits, _ = predict_logits(self.model, loader, self.device, self.precision)
+        return softmax(logits)
+
+    def predict(self, images: Sequence[str | Path | Image.Image]) -> list[str]:
+        proba = self.predict_proba(images)
+        return [self.card.classes[i] for i in proba.argmax(axis=1)]
+
+
+def _decode_pil(img: Image.Image, prep: Preprocessing) -> torch.Tensor:
+    from heritage.data import decode
+
+    return decode(img, prep)

@@ -1,0 +1,221 @@
+"""A run folder and the steps after training: cook soups, evaluate, compare.
+
+:class:`Run` reopens what :class:`~heritage.training.trainer.Trainer` wrote (configuration,
+split, checkpoint pool) so that ``heritage soup`` and ``heritage evaluate`` work from the folder
+alone, in a fresh process, also after an interrupted run. Soups go to ``soups/``, reports to
+``eval/<method>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from torch.utils.data import DataLoader
+
+from heritage.collection import Collection
+from heritage.data import ImageCache, ImageDataset, eval_transform
+from heritage.evaluation import Evaluation, evaluate, write_report
+from heritage.model import ImageClassifier, load_card, model_paths
+from heritage.progress import console
+from heritage.soups import ModelSoup, SoftVoting
+from heritage.training.pool import CheckpointPool
+from heritage.training.trainer import TrainConfig, make_loader
+
+METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
+
+
+class RunError(RuntimeError):
+    """A run folder lacks something a step needs; the message says which command makes it."""
+
+
+@dataclass
+class Run:
+    """An opened run folder."""
+
+    folder: Path
+    config: TrainConfig
+    collection: Collection
+    pool: CheckpointPool
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Run:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise RunError(f"run folder {folder} does not exist; create it with `heritage train`")
+        for name in ("config.yaml", "split.csv"):
+            if not (folder / name).is_file():
+                raise RunError(
+                    f"{folder} has no {name}: it is not a heritage run folder "
+                    "(start one with `heritage train`)"
+                )
+        raw = yaml.safe_load((folder / "config.yaml").read_text())
+        source, label_column = raw.pop("source"), raw.pop("label_column", "label")
+        config = TrainConfig.from_dict(raw)
+        collection = Collection.from_manifest(
+            folder / "split.csv",
+            image_column="path",
+            label_column="label",
+            split_column="split",
+            root=source,
+            check_images=False,
+            min_images_per_class=1,
+        )
+        collection.label_column = label_column
+        pool = CheckpointPool.open(folder / "pool")
+        if not pool.entries:
+            raise RunError(
+                f"{folder} has no checkpoints yet: let `heritage train` finish at "
+                "least one epoch (rerun it to resume)"
+            )
+        return cls(folder, config, collection, pool)
+
+    # ------------------------------------------------------------------ data
+    def loader(self, split: str, batch_size: int = 64) -> DataLoader:
+        """Unaugmented images of one split, decoded once per process and shared."""
+        part = self.collection.split(split)
+        if len(part) == 0:
+            raise RunError(f"the {split} split of {self.folder} is empty")
+        if not hasattr(self, "_cache"):
+            self._cache = ImageCache(load_card(self.pool.paths()[0]).preprocessing)
+        self._cache.load(part.paths(), f"decoding {split} images")
+        ds = ImageDataset(
+            part.paths(), part.targets(), self._cache, eval_transform(self._cache.prep)
+        )
+        return make_loader(ds, batch_size, shuffle=False, workers=0)
+
+    def bn_loader(self, max_images: int = 1024, batch_size: int = 64) -> DataLoader:
+        """Training images for BatchNorm recalibration: a fixed, seeded subset (enough for
+        stable statistics, bounded so large collections stay fast)."""
+        part = self.collection.split("train")
+        rng = np.random.default_rng(self.config.seed)
+        idx = np.sort(rng.permutation(len(part))[:max_images])
+        paths = [part.paths()[i] for i in idx]
+        self.loader("train")  # decodes into the shared cache
+        ds = ImageDataset(paths, part.targets()[idx], self._cache, eval_transform(self._cache.prep))
+        return make_loader(ds, batch_size, shuffle=True, workers=0, seed=self.config.seed)
+
+    # ------------------------------------------------------------------ steps
+    def model_path(self, method: str) -> Path:
+        if method == "best_checkpoint":
+            return self.pool.folder / self.pool.best("val_macro_f1").name
+        return self.folder / "soups" / method
+
+    def cook_soups(
+        self,
+        metric: str = "macro_f1",
+        recalibrate_bn: bool | None = None,
+        recipes: tuple[str, ...] = ("uniform", "greedy"),
+    ) -> dict[str, ModelSoup]:
+        """Cook each recipe from the whole pool and save it under ``soups/``."""
+        val, bn = self.loader("val"), self.bn_loader()
+        soups = {}
+        summary = {}
+        for recipe in recipes:
+            t0 = time.perf_counter()
+            console.print(f"[bold]{recipe} soup[/] from {len(self.pool.entries)} checkpoints")
+            soup = ModelSoup(
+                recipe,
+                metric,
+                recalibrate_bn=recalibrate_bn,
+                device=self.config.device,
+                precision=self.config.precision,
+            )
+            soup.fit(self.pool.paths(), val, bn)
+            soup.save(self.model_path(f"{recipe}_soup"))
+            soups[recipe] = soup
+            summary[f"{recipe}_soup"] = {
+                "ingredients": soup.ingredients_,
+                f"val_{metric}": soup.val_score_,
+                "steps": [s.__dict__ for s in soup.steps_],
+                "seconds": time.perf_counter() - t0,
+            }
+            console.print(
+                f"  → {len(soup.ingredients_)} ingredients, val {metric} {soup.val_score_:.4f}"
+            )
+        (self.folder / "soups" / "soups.json").write_text(json.dumps(summary, indent=2))
+        return soups
+
+    def evaluate(
+        self,
+        split: str = "test",
+        methods: tuple[str, ...] = METHODS,
+    ) -> dict[str, Evaluation]:
+        """Evaluate each method on a split; write a report per method and a comparison."""
+        loader = self.loader(split)
+        targets = loader.dataset.targets
+        classes = self.collection.classes
+        results: dict[str, Evaluation] = {}
+        rows = []
+        for method in methods:
+            t0 = time.perf_counter()
+            if method == "soft_voting":
+                proba = SoftVoting(
+                    self.pool.paths(), self.config.device, self.config.precision
+                ).predict_proba(loader)
+                n_models = len(self.pool.entries)
+            else:
+                path = self.model_path(method)
+                if not model_paths(path)[0].is_file():
+                    console.print(
+                        f"[yellow]skipping {method}: {path} not found "
+                        "(run `heritage soup` first)[/]"
+                    )
+                    continue
+                clf = ImageClassifier.load(path, self.config.device)
+                proba = _predict_loader(clf, loader)
+                n_models = 1
+            seconds = time.perf_counter() - t0
+            ev = evaluate(targets, proba, classes)
+            results[method] = ev
+            extra = {
+                "run": str(self.folder),
+                "split": split,
+                "models_at_inference": n_models,
+                "images_per_second": len(targets) / seconds,
+            }
+            write_report(
+                ev, self.folder / "eval" / split / method, title=f"{method} — {split}", extra=extra
+            )
+            rows.append(
+                {
+                    "method": method,
+                    "top1": ev.top1,
+                    "macro_f1": ev.macro_f1,
+                    "ece": ev.ece,
+                    "models": n_models,
+                    "images_per_second": len(targets) / seconds,
+                }
+            )
+        if rows:
+            _write_comparison(rows, self.folder / "eval" / split, split)
+        return results
+
+
+def _predict_loader(clf: ImageClassifier, loader: DataLoader) -> np.ndarray:
+    from heritage.model import predict_logits, softmax
+
+    logits, _ = predict_logits(clf.model, loader, clf.device, clf.precision)
+    return softmax(logits)
+
+
+def _write_comparison(rows: list[dict], folder: Path, split: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "comparison.json").write_text(json.dumps(rows, indent=2))
+    lines = [
+        f"# Methods compared on the {split} split",
+        "",
+        "| method | top-1 | macro-F1 | ECE | models at inference | images/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| [{r['method']}]({r['method']}/report.md) | {r['top1']:.4f} | "
+            f"{r['macro_f1']:.4f} | {r['ece']:.4f} | {r['models']} | "
+            f"{r['images_per_second']:.1f} |"
+        )
+    (folder / "comparison.md").write_text("\n".join(lines) + "\n")

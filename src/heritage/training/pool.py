@@ -1,0 +1,126 @@
+"""The checkpoint pool: the ingredients that soups are cooked from.
+
+One fine-tuning run with warm restarts visits several minima. The pool keeps, on disk, the
+best ``k`` checkpoints by each validation criterion and the end of every restart cycle; a
+checkpoint that no criterion wants any more is deleted. ``pool.json`` is the index and is
+written atomically after each change, so a killed run never loses or corrupts the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from heritage.model import ModelCard, model_paths, save_model_file
+
+#: criterion name -> (metric key, higher is better)
+CRITERIA: dict[str, tuple[str, bool]] = {
+    "val_loss": ("val_loss", False),
+    "val_top1": ("val_top1", True),
+    "val_macro_f1": ("val_macro_f1", True),
+}
+
+
+@dataclass
+class PoolEntry:
+    name: str  # file stem inside the pool folder, e.g. "epoch_007"
+    epoch: int
+    metrics: dict[str, float]
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckpointPool:
+    folder: Path
+    keep_top_k: int = 2
+    entries: list[PoolEntry] = field(default_factory=list)
+
+    @property
+    def index_path(self) -> Path:
+        return self.folder / "pool.json"
+
+    @classmethod
+    def open(cls, folder: str | Path, keep_top_k: int = 2) -> CheckpointPool:
+        """Open an existing pool (resume) or start an empty one."""
+        folder = Path(folder)
+        pool = cls(folder, keep_top_k)
+        if pool.index_path.is_file():
+            data = json.loads(pool.index_path.read_text())
+            pool.entries = [PoolEntry(**e) for e in data["entries"]]
+            pool.keep_top_k = data.get("keep_top_k", keep_top_k)
+        return pool
+
+    def paths(self) -> list[Path]:
+        return [self.folder / e.name for e in self.entries]
+
+    def _reasons(self, candidate: PoolEntry, cycle_end: bool) -> dict[str, list[str]]:
+        """Which criteria each entry (existing and candidate) satisfies."""
+        everyone = [*self.entries, candidate]
+        reasons: dict[str, list[str]] = {e.name: [] for e in everyone}
+        for crit, (key, higher) in CRITERIA.items():
+            ranked = sorted(
+                (e for e in everyone if key in e.metrics),
+                key=lambda e, k=key, h=higher: (-e.metrics[k] if h else e.metrics[k], e.epoch),
+            )
+            for e in ranked[: self.keep_top_k]:
+                reasons[e.name].append(f"top{self.keep_top_k}_{crit}")
+        for e in everyone:
+            previous = [r for r in e.reasons if r.startswith("cycle_end")]
+            reasons[e.name] += previous
+        if cycle_end:
+            reasons[candidate.name].append("cycle_end")
+        return reasons
+
+    def offer(
+        self,
+        epoch: int,
+        metrics: dict[str, float],
+        state_dict: dict[str, torch.Tensor],
+        card: ModelCard,
+        cycle_end: bool = False,
+    ) -> bool:
+        """Consider the model at the end of ``epoch``; returns True if it joined the pool."""
+        candidate = PoolEntry(f"epoch_{epoch:03d}", epoch, dict(metrics))
+        if any(e.name == candidate.name for e in self.entries):  # epoch re-run after a resume
+            self.entries = [e for e in self.entries if e.name != candidate.name]
+            self._delete(candidate.name)
+        reasons = self._reasons(candidate, cycle_end)
+        joined = bool(reasons[candidate.name])
+        if joined:
+            card.metrics = dict(metrics)
+            card.provenance = {**card.provenance, "epoch": epoch}
+            save_model_file(self.folder / candidate.name, state_dict, card)
+        kept = []
+        for e in [*self.entries, candidate]:
+            e.reasons = reasons[e.name]
+            if e.reasons:
+                kept.append(e)
+            elif e is not candidate:
+                self._delete(e.name)
+        self.entries = sorted(kept, key=lambda e: e.epoch)
+        self._write_index()
+        return joined
+
+    def _delete(self, name: str) -> None:
+        for path in model_paths(self.folder / name):
+            path.unlink(missing_ok=True)
+
+    def _write_index(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data = {"keep_top_k": self.keep_top_k, "entries": [asdict(e) for e in self.entries]}
+        tmp = self.index_path.with_name("pool.json.tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.index_path)
+
+    def best(self, key: str = "val_macro_f1") -> PoolEntry:
+        """The single best checkpoint by a validation metric (ties: later epoch loses)."""
+        if not self.entries:
+            raise ValueError(f"the checkpoint pool in {self.folder} is empty")
+        higher = CRITERIA.get(key, (key, True))[1]
+        return sorted(
+            self.entries, key=lambda e: (-e.metrics[key] if higher else e.metrics[key], e.epoch)
+        )[0]

@@ -1,0 +1,523 @@
+"""Fine-tuning with a checkpoint pool, resumable at every epoch.
+
+The loop is plain PyTorch on purpose: devices and precision come from :mod:`heritage.runtime`,
+mixing from :mod:`heritage.training.mixing`, losses from :mod:`heritage.training.losses`. The
+recipe is the model-soups paper's: AdamW and cosine annealing with warm restarts, so one run
+visits several minima and leaves diverse ingredients for :mod:`heritage.soups`.
+
+Run folder written by :func:`train` (everything later commands need)::
+
+    config.yaml       the resolved configuration
+    split.csv         the split used (made here, seeded, when the collection had none)
+    skipped.csv       images that could not be read, and why
+    history.json      per-epoch metrics
+    pool/             checkpoint pool: epoch_NNN.safetensors + .json, pool.json
+    state.pt          optimiser, scheduler, RNG and model state for resuming
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+
+from heritage.backbones import (
+    DEFAULT_BACKBONE,
+    ResizeMode,
+    architecture_of,
+    create_backbone,
+    resolve_preprocessing,
+)
+from heritage.collection import Collection
+from heritage.data import AugmentConfig, ImageCache, ImageDataset, eval_transform, train_transform
+from heritage.evaluation import evaluate
+from heritage.model import ModelCard, predict_logits, softmax
+from heritage.probe import LinearProbe, extract_features
+from heritage.progress import console, progress_bar
+from heritage.runtime import (
+    Precision,
+    configure_threads,
+    hardware_label,
+    resolve_device,
+    resolve_workers,
+    seed_everything,
+)
+from heritage.training.losses import CrossEntropy
+from heritage.training.mixing import MixConfig, MixUpCutMix
+from heritage.training.pool import CheckpointPool
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a fine-tuning run. Defaults follow the model-soups recipe and are
+    sized for a few hundred images on a CPU."""
+
+    backbone: str = DEFAULT_BACKBONE  # offline name, timm architecture or hub name
+    weights: str | None = None  # local .pth / .safetensors for the backbone
+    pretrained: bool = True
+    image_size: int | None = None  # None: the backbone's pretrained input size
+    resize_mode: ResizeMode = "crop"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    label_smoothing: float = 0.1
+    head_init: Literal["probe", "random"] = "probe"  # LP-FT: start from a linear probe's head
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 1e-4  # AdamW learning rate (the paper's)
+    head_lr_mult: float = 1.0  # head learning rate = lr * head_lr_mult
+    weight_decay: float = 1e-3
+    restart_epochs: int = 3  # T_0 of cosine annealing with warm restarts
+    restart_mult: int = 1  # T_mult
+    min_lr_ratio: float = 0.01  # eta_min = lr * min_lr_ratio
+    freeze_stages: int = 0  # freeze the stem and the first N stages (faster on CPU)
+    freeze_bn_stats: bool = True  # keep pretrained BatchNorm statistics (small batches drift)
+    keep_top_k: int = 2  # per validation criterion, in the checkpoint pool
+    seed: int = 0
+    val_fraction: float = 0.2  # only used when the collection has no split
+    test_fraction: float = 0.2
+    device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    workers: int | None = None  # data-loader processes; None: 0 on CPU, up to 8 on a GPU
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        """Fail at configuration time, not an hour into training."""
+        choices = {
+            "precision": ("auto", "fp32", "bf16", "fp16"),
+            "resize_mode": ("crop", "squash"),
+            "head_init": ("probe", "random"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        positive = ("epochs", "batch_size", "lr", "restart_epochs", "restart_mult", "keep_top_k")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0 <= self.val_fraction + self.test_fraction < 1:
+            raise ValueError("val_fraction + test_fraction must be in [0, 1)")
+        if self.image_size is not None and self.image_size < 16:
+            raise ValueError(f"image_size must be at least 16, got {self.image_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a YAML mapping; ``augment`` may be a preset name or a mapping with an
+        optional ``preset`` key. Unknown keys are an error, not silently ignored."""
+        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}; valid: {sorted(known)}")
+        aug = data.get("augment")
+        if isinstance(aug, str):
+            data["augment"] = AugmentConfig.preset(aug)
+        elif isinstance(aug, dict):
+            aug = dict(aug)
+            for key in ("scale", "ratio"):
+                if key in aug:
+                    aug[key] = tuple(aug[key])
+            data["augment"] = AugmentConfig.preset(aug.pop("preset", "photo"), **aug)
+        if isinstance(data.get("mix"), dict):
+            data["mix"] = MixConfig(**data["mix"])
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    pool: CheckpointPool
+    history: list[dict[str, float]]
+    train_seconds: float
+    train_images_per_second: float
+
+
+def cycle_lengths(config: TrainConfig) -> list[int]:
+    """Epochs at which a warm-restart cycle ends (those checkpoints join the pool)."""
+    ends, length, at = [], config.restart_epochs, 0
+    while at + length <= config.epochs:
+        at += length
+        ends.append(at)
+        length *= config.restart_mult
+    return ends
+
+
+def freeze_early_stages(model: nn.Module, n_stages: int) -> list[nn.Module]:
+    """Freeze the stem and the first ``n_stages`` stages; returns the frozen modules (kept in
+    eval mode so BatchNorm statistics stay pretrained). Supports timm's ``blocks`` / ``stages``
+    / ResNet ``layerN`` layouts."""
+    if n_stages <= 0:
+        return []
+    stages = getattr(model, "blocks", None) or getattr(model, "stages", None)
+    if stages is None and hasattr(model, "layer1"):
+        stages = [getattr(model, f"layer{i}") for i in range(1, 5)]
+    if stages is None:
+        raise ValueError(f"freeze_stages is not supported for {type(model).__name__}")
+    stage_ids = {id(m) for m in stages}
+    stem = []
+    for child in model.children():  # everything before the first stage is the stem
+        if id(child) in stage_ids or child is stages:
+            break
+        stem.append(child)
+    frozen = stem + list(stages)[:n_stages]
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def make_loader(
+    dataset: ImageDataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    workers: int,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        drop_last=drop_last,
+        generator=generator,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+class Trainer:
+    """Fine-tunes one model on one collection into a checkpoint pool.
+
+    Usage: ``Trainer(config).fit(collection, "runs/ich")``. Calling ``fit`` again on the same
+    folder resumes after the last finished epoch.
+    """
+
+    def __init__(self, config: TrainConfig | None = None) -> None:
+        self.config = config or TrainConfig()
+
+    def fit(
+        self, collection: Collection, run_dir: str | Path, *, resume: bool = True
+    ) -> TrainResult:
+        cfg = self.config
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state_path = run_dir / "state.pt"
+        if state_path.exists() and not resume:
+            raise FileExistsError(
+                f"{run_dir} already holds a run; resume it or choose another folder"
+            )
+        configure_threads()
+        seed_everything(cfg.seed)
+        device = resolve_device(cfg.device)
+        precision = Precision.resolve(cfg.precision, device)
+        workers = resolve_workers(cfg.workers, device)
+
+        collection = collection.with_split(
+            seed=cfg.seed,
+            fractions=(
+                1 - cfg.val_fraction - cfg.test_fraction,
+                cfg.val_fraction,
+                cfg.test_fraction,
+            ),
+        )
+        if not (run_dir / "split.csv").exists():
+            collection.save_split(run_dir / "split.csv")
+        _write_skipped(collection, run_dir / "skipped.csv")
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    **cfg.to_dict(),
+                    "source": str(collection.root),
+                    "label_column": collection.label_column,
+                },
+                sort_keys=False,
+            )
+        )
+
+        train_set, val_set = collection.split("train"), collection.split("val")
+        if len(val_set) == 0:
+            raise ValueError("the validation split is empty: checkpoints and soups need one")
+        classes = collection.classes
+        model = create_backbone(
+            cfg.backbone, len(classes), weights=cfg.weights, pretrained=cfg.pretrained
+        )
+        prep = resolve_preprocessing(model, cfg.image_size, cfg.resize_mode)
+        frozen = freeze_early_stages(model, cfg.freeze_stages)
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+
+        cache = ImageCache(prep)
+        cache.load(train_set.paths() + val_set.paths())
+        train_ds = ImageDataset(
+            train_set.paths(), train_set.targets(), cache, train_transform(prep, cfg.augment)
+        )
+        val_ds = ImageDataset(val_set.paths(), val_set.targets(), cache, eval_transform(prep))
+        batch_size = min(cfg.batch_size, len(train_ds))
+        train_loader = make_loader(
+            train_ds,
+            batch_size,
+            shuffle=True,
+            workers=workers,
+            seed=cfg.seed,
+            drop_last=len(train_ds) > batch_size,
+        )
+        val_loader = make_loader(val_ds, batch_size * 2, shuffle=False, workers=0)
+        steps_per_epoch = len(train_loader)
+
+        head = set(map(id, model.get_classifier().parameters()))
+        body = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": body, "lr": cfg.lr},
+                {
+                    "params": list(model.get_classifier().parameters()),
+                    "lr": cfg.lr * cfg.head_lr_mult,
+                },
+            ],
+            weight_decay=cfg.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            optimizer,
+            T_0=cfg.restart_epochs * steps_per_epoch,
+            T_mult=cfg.restart_mult,
+            eta_min=cfg.lr * cfg.min_lr_ratio,
+        )
+        criterion = CrossEntropy(cfg.label_smoothing)
+        mixer = MixUpCutMix(cfg.mix, len(classes), cfg.label_smoothing) if cfg.mix.enabled else None
+
+        pool = CheckpointPool.open(run_dir / "pool", cfg.keep_top_k)
+        history: list[dict[str, float]] = []
+        start_epoch, train_seconds, images_seen = 0, 0.0, 0
+        if state_path.exists():
+            state = torch.load(state_path, map_location="cpu", weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            np.random.set_state(state["rng"]["numpy"])
+            train_loader.generator.set_state(state["rng"]["loader"])
+            start_epoch, history = state["epoch"], state["history"]
+            train_seconds, images_seen = state["train_seconds"], state["images_seen"]
+            if start_epoch < cfg.epochs:
+                console.print(f"[bold]resuming[/] {run_dir} after epoch {start_epoch}/{cfg.epochs}")
+        elif cfg.head_init == "probe":
+            plain = ImageDataset(
+                train_set.paths(), train_set.targets(), cache, eval_transform(prep)
+            )
+            metrics = self._init_head_from_probe(
+                model,
+                make_loader(plain, batch_size * 2, shuffle=False, workers=0),
+                val_loader,
+                device,
+                precision,
+                classes,
+            )
+            history.append({"epoch": 0, **metrics})
+            console.print(
+                f"epoch   0 (linear probe head)  val_loss {metrics['val_loss']:.4f}  "
+                f"val_top1 {metrics['val_top1']:.4f}  "
+                f"val_macro_f1 {metrics['val_macro_f1']:.4f}"
+            )
+
+        card = ModelCard(
+            architecture=architecture_of(cfg.backbone),
+            classes=list(classes),
+            preprocessing=prep,
+            provenance={
+                "run": str(run_dir),
+                "source": str(collection.root),
+                "label_column": collection.label_column,
+                "seed": cfg.seed,
+                "backbone": cfg.backbone,
+            },
+        )
+        cycle_ends = set(cycle_lengths(cfg))
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            loss = self._train_epoch(
+                model,
+                frozen,
+                train_loader,
+                optimizer,
+                scheduler,
+                criterion,
+                mixer,
+                device,
+                precision,
+                epoch,
+                steps_per_epoch,
+            )
+            epoch_seconds = time.perf_counter() - t0
+            train_seconds += epoch_seconds
+            images_seen += steps_per_epoch * batch_size
+            metrics = self._validate(model, val_loader, device, precision, classes)
+            metrics = {
+                "epoch": epoch,
+                "train_loss": loss,
+                **metrics,
+                "lr": optimizer.param_groups[0]["lr"],
+                "epoch_seconds": epoch_seconds,
+            }
+            history.append(metrics)
+            joined = pool.offer(
+                epoch,
+                {k: v for k, v in metrics.items() if k.startswith("val_")},
+                model.state_dict(),
+                card,
+                cycle_end=epoch in cycle_ends,
+            )
+            _atomic_torch_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "numpy": np.random.get_state(),
+                        "loader": train_loader.generator.get_state(),
+                    },
+                    "train_seconds": train_seconds,
+                    "images_seen": images_seen,
+                },
+                state_path,
+            )
+            (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+            console.print(
+                f"epoch {epoch:>3}/{cfg.epochs}  loss {loss:.4f}  "
+                f"val_loss {metrics['val_loss']:.4f}"
+                f"  val_top1 {metrics['val_top1']:.4f}  val_macro_f1 {metrics['val_macro_f1']:.4f}"
+                f"  {epoch_seconds:.0f}s{'  → pool' if joined else ''}"
+            )
+        throughput = images_seen / train_seconds if train_seconds else float("nan")
+        summary = {
+            "train_seconds": train_seconds,
+            "train_images_per_second": throughput,
+            "hardware": hardware_label(device),
+            "epochs": cfg.epochs,
+            "pool": [e.name for e in pool.entries],
+        }
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        return TrainResult(run_dir, pool, history, train_seconds, throughput)
+
+    def _train_epoch(
+        self,
+        model,
+        frozen,
+        loader,
+        optimizer,
+        scheduler,
+        criterion,
+        mixer,
+        device,
+        precision,
+        epoch,
+        steps_per_epoch,
+    ) -> float:
+        model.train()
+        for module in frozen:
+            module.eval()
+        if self.config.freeze_bn_stats:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        total, count = 0.0, 0
+        with progress_bar() as bar:
+            task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch)
+            for step, (x, y) in enumerate(loader):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if mixer is not None:
+                    x, y = mixer(x, y)
+                with precision.autocast(device):
+                    logits = model(x)
+                loss = criterion(logits, y)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(
+                        f"loss became {loss.item()} at epoch {epoch}, step {step}: lower the "
+                        "learning rate; the pool and the last finished epoch are kept"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step((epoch - 1) * steps_per_epoch + step + 1)
+                total += loss.item() * len(x)
+                count += len(x)
+                bar.update(task, advance=1, info=f"loss {total / count:.4f}")
+        return total / max(count, 1)
+
+    def _init_head_from_probe(
+        self, model, train_loader, val_loader, device, precision, classes
+    ) -> dict[str, float]:
+        """LP-FT: fit a linear probe on frozen features, copy it into the head."""
+        features, y = extract_features(model, train_loader, device, precision)
+        weight, bias = LinearProbe().fit(features, y, len(classes)).head_weights()
+        head = model.get_classifier()
+        with torch.no_grad():
+            head.weight.copy_(weight.to(head.weight))
+            head.bias.copy_(bias.to(head.bias))
+        return self._validate(model, val_loader, device, precision, classes)
+
+    def _validate(self, model, loader, device, precision, classes) -> dict[str, float]:
+        logits, targets = predict_logits(
+            model, loader, device, precision, channels_last=self.config.channels_last
+        )
+        proba = softmax(logits)
+        ev = evaluate(targets, proba, classes)
+        return {
+            "val_loss": ev.nll,
+            "val_top1": ev.top1,
+            "val_macro_f1": ev.macro_f1,
+            "val_ece": ev.ece,
+        }
+
+
+def _write_skipped(collection: Collection, path: Path) -> None:
+    import pandas as pd
+
+    rows = [{"path": s.path, "row": s.row, "reason": s.reason} for s in collection.skipped]
+    pd.DataFrame(rows, columns=["path", "row", "reason"]).to_csv(path, index=False)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """YAML file (optional) then explicit overrides (e.g. from the CLI) -> TrainConfig."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must be a YAML mapping of option: value")
+        data.update(loaded.get("train", loaded))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in ("augment", "mix") and isinstance(value, dict):
+            base = data.get(key) or {}
+            base = {"preset": base} if isinstance(base, str) else dict(base)
+            data[key] = {**base, **value}
+        else:
+            data[key] = value
+    return TrainConfig.from_dict(data)

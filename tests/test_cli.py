@@ -1,0 +1,161 @@
+"""Tests for the ``heritage`` command line (typer's CliRunner, in process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from heritage.cli import app
+from heritage.model import load_card
+
+ENV = {"COLUMNS": "200", "HERITAGE_NO_PROGRESS": "1"}
+TINY_YAML = {
+    "backbone": "test_efficientnet",
+    "pretrained": False,
+    "image_size": 32,
+    "epochs": 2,
+    "batch_size": 4,
+    "restart_epochs": 1,
+    "device": "cpu",
+}
+
+
+def _invoke(*args: str | Path):
+    return CliRunner().invoke(app, [str(a) for a in args], env=ENV)
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        ("train", ["--config", "--out", "--backbone", "--epochs", "--augment", "--image-size"]),
+        ("soup", ["--metric", "--recipe", "--bn-recalibration"]),
+        ("evaluate", ["--split", "--data", "--out"]),
+        ("predict", ["--out", "--top-k", "--device"]),
+        ("backbones", ["--help"]),
+    ],
+)
+def test_help(command: str, options: list[str]) -> None:
+    result = _invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    for option in options:
+        assert option in result.output, option
+
+
+def test_backbones_lists_offline_names() -> None:
+    result = _invoke("backbones")
+    assert result.exit_code == 0
+    assert "efficientnet_lite0" in result.output and "pip install" in result.output
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> dict:
+    """train -> soup -> evaluate through the CLI, once; the tests check each step."""
+    base = tmp_path_factory.mktemp("cli")
+    config = base / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_YAML))
+    run = base / "run"
+    steps = {"run": run}
+    steps["train"] = _invoke("train", image_folder, "--out", run, "--config", config)
+    steps["soup"] = _invoke("soup", run)
+    steps["evaluate"] = _invoke("evaluate", run)
+    return steps
+
+
+def test_cli_train_writes_run(cli_run: dict) -> None:
+    result, run = cli_run["train"], cli_run["run"]
+    assert result.exit_code == 0, result.output
+    for name in (
+        "config.yaml",
+        "split.csv",
+        "history.json",
+        "pool/pool.json",
+        "train_summary.json",
+    ):
+        assert (run / name).is_file(), name
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert {k: config[k] for k in TINY_YAML} == TINY_YAML
+    assert len(json.loads((run / "history.json").read_text())) == 3
+    assert "heritage soup" in result.output
+
+
+def test_cli_soup(cli_run: dict) -> None:
+    result, run = cli_run["soup"], cli_run["run"]
+    assert result.exit_code == 0, result.output
+    for recipe in ("uniform", "greedy"):
+        assert (run / "soups" / f"{recipe}_soup.safetensors").is_file()
+        assert load_card(run / "soups" / f"{recipe}_soup").provenance["recipe"] == f"{recipe}_soup"
+    summary = json.loads((run / "soups" / "soups.json").read_text())
+    assert set(summary) == {"uniform_soup", "greedy_soup"}
+    assert summary["greedy_soup"]["ingredients"]
+
+
+def test_cli_evaluate(cli_run: dict) -> None:
+    result, run = cli_run["evaluate"], cli_run["run"]
+    assert result.exit_code == 0, result.output
+    comparison = run / "eval" / "test" / "comparison.md"
+    assert comparison.is_file()
+    text = comparison.read_text()
+    for method in ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting"):
+        assert method in text
+        assert (run / "eval" / "test" / method).is_dir()
+    rows = json.loads((run / "eval" / "test" / "comparison.json").read_text())
+    assert [r["models"] for r in rows] == [1, 1, 1, 2]
+
+
+def test_cli_predict(cli_run: dict, image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred.csv"
+    result = _invoke(
+        "predict",
+        cli_run["run"] / "soups" / "greedy_soup",
+        image_folder,
+        "--out",
+        out,
+        "--top-k",
+        "2",
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert len(table) == 24
+    assert list(table.columns) == ["image", "label_1", "confidence_1", "label_2", "confidence_2"]
+    assert set(table["label_1"]) <= {"amber", "blue", "green"}
+    assert (table["confidence_1"] >= table["confidence_2"]).all()
+    assert table["confidence_1"].between(0, 1).all()
+
+
+def test_cli_predict_missing_model(image_folder: Path, tmp_path: Path) -> None:
+    result = _invoke("predict", tmp_path / "nothing", image_folder, "--out", tmp_path / "p.csv")
+    assert result.exit_code == 2
+    assert "not found" in result.output
+
+
+def test_cli_bad_manifest_column(image_folder: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    rows = [{"image": str(p), "label": p.parent.name} for p in sorted(image_folder.rglob("*.png"))]
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    result = _invoke("train", manifest, "--out", tmp_path / "run", "--label-column", "kind")
+    assert result.exit_code == 2
+    assert "'kind' not found" in result.output
+    assert "Available columns" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_bad_config_option(image_folder: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("epochz: 2\n")
+    result = _invoke("train", image_folder, "--out", tmp_path / "run", "--config", config)
+    assert result.exit_code == 2
+    assert "unknown training options" in result.output
+
+
+def test_cli_evaluate_not_a_run(tmp_path: Path) -> None:
+    result = _invoke("evaluate", tmp_path)
+    assert result.exit_code == 2
+    assert "not a heritage run folder" in result.output
+    result = _invoke("soup", tmp_path / "missing")
+    assert result.exit_code == 2
+    assert "does not exist" in result.output

@@ -50,6 +50,62 @@ def table(records: list[dict]) -> list[str]:
     return lines
 
 
+#: Targets from the issues, checked against the records (topic -> list of checks).
+#: A check is (description, dataset, method, metric, ">=", threshold or (method, metric)).
+TARGETS: dict[str, list[tuple]] = {
+    "soups": [
+        ("greedy soup macro-F1 ≥ 0.98", "hieroglyphs-unas", "greedy_soup", "macro_f1", 0.98),
+        ("greedy soup top-1 ≥ 0.99", "hieroglyphs-unas", "greedy_soup", "top1", 0.99),
+        ("greedy soup top-1 ≥ 0.96", "ich-mekong", "greedy_soup", "top1", 0.96),
+        (
+            "greedy soup ≥ best checkpoint (macro-F1)",
+            "ich-mekong",
+            "greedy_soup",
+            "macro_f1",
+            ("best_checkpoint", "macro_f1"),
+        ),
+        (
+            "greedy soup ≥ best checkpoint (macro-F1)",
+            "hieroglyphs-unas",
+            "greedy_soup",
+            "macro_f1",
+            ("best_checkpoint", "macro_f1"),
+        ),
+        (
+            "train + soups under 15 min (900 s) on 2 CPU cores",
+            "ich-mekong",
+            "greedy_soup",
+            "wall_seconds",
+            -900.0,
+        ),
+    ],
+}
+
+
+def targets(topic: str, records: list[dict]) -> list[str]:
+    """A table of the topic's targets, met or missed, from the measured means."""
+    checks = TARGETS.get(topic)
+    if not checks:
+        return []
+    cell = {(r["dataset"], r["method"], r["metric"]): r["mean"] for r in records}
+    lines = ["#### Targets", "", "| dataset | target | measured | met |", "|---|---|---|---|"]
+    for text, dataset, method, metric, bound in checks:
+        value = cell.get((dataset, method, metric))
+        if value is None:
+            continue
+        if isinstance(bound, tuple):
+            other = cell.get((dataset, *bound))
+            if other is None:
+                continue
+            measured, met = f"{value:.4f} vs {other:.4f}", value >= other
+        elif bound < 0:  # an upper bound, written negative
+            measured, met = f"{value:.0f}", value <= -bound
+        else:
+            measured, met = f"{value:.4f}", value >= bound
+        lines.append(f"| {dataset} | {text} | {measured} | {'yes' if met else '**no**'} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     lines = [
         "# Benchmarks",
@@ -64,7 +120,9 @@ def main() -> None:
         doc = ROOT / "benchmarks" / f"{path.stem}.md"
         if doc.is_file():
             lines += [doc.read_text().strip(), ""]
-        lines += table(json.loads(path.read_text()))
+        records = json.loads(path.read_text())
+        lines += table(records)
+        lines += targets(path.stem, records)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")

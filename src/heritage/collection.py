@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from heritage.progress import progress_bar
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "SPLITS",
@@ -155,10 +157,8 @@ def _check_all(paths: Sequence[str], check_images: bool, progress: bool) -> list
     with ThreadPoolExecutor(4) as pool:
         it: Iterable[str | None] = pool.map(check_image, paths)
         if progress:
-            from rich.progress import Progress
-
-            with Progress(transient=True) as bar:
-                task = bar.add_task("Checking images", total=len(paths))
+            with progress_bar() as bar:
+                task = bar.add_task("checking images", total=len(paths))
                 for r in it:
                     results.append(r)
                     bar.advance(task)

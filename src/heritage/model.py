@@ -136,6 +136,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def predict_proba(
+    model: nn.Module, loader: DataLoader, device: torch.device, precision: Precision | None = None
+) -> np.ndarray:
+    """Softmax probabilities of ``model`` for every image of ``loader``."""
+    return softmax(predict_logits(model, loader, device, precision)[0])
+
+
 class ImageClassifier:
     """A trained image classifier: weights, classes and preprocessing together.
 
@@ -182,8 +189,7 @@ class ImageClassifier:
         cache.load([k for k in keys if k not in cache.images], "reading images")
         ds = ImageDataset(keys, None, cache, eval_transform(self.card.preprocessing))
         loader = DataLoader(ds, batch_size=batch_size)
-        logits, _ = predict_logits(self.model, loader, self.device, self.precision)
-        return softmax(logits)
+        return predict_proba(self.model, loader, self.device, self.precision)
 
     def predict(self, images: Sequence[str | Path | Image.Image]) -> list[str]:
         proba = self.predict_proba(images)

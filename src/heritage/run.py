@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from heritage.collection import Collection
 from heritage.data import ImageCache, ImageDataset, eval_transform
 from heritage.evaluation import Evaluation, evaluate, write_report
-from heritage.model import ImageClassifier, load_card, model_paths
+from heritage.model import ImageClassifier, load_card, model_paths, predict_proba
 from heritage.progress import console
 from heritage.soups import ModelSoup, SoftVoting
 from heritage.training.pool import CheckpointPool
@@ -151,13 +151,10 @@ class Run:
         classes = self.collection.classes
         results: dict[str, Evaluation] = {}
         rows = []
+        voting = SoftVoting(self.pool.paths(), self.config.device, self.config.precision)
         for method in methods:
-            t0 = time.perf_counter()
             if method == "soft_voting":
-                proba = SoftVoting(
-                    self.pool.paths(), self.config.device, self.config.precision
-                ).predict_proba(loader)
-                n_models = len(self.pool.entries)
+                models = [voting.load_member(p) for p in voting.checkpoints]
             else:
                 path = self.model_path(method)
                 if not model_paths(path)[0].is_file():
@@ -166,10 +163,9 @@ class Run:
                         "(run `heritage soup` first)[/]"
                     )
                     continue
-                clf = ImageClassifier.load(path, self.config.device)
-                proba = _predict_loader(clf, loader)
-                n_models = 1
-            seconds = time.perf_counter() - t0
+                models = [ImageClassifier.load(path, self.config.device).model]
+            proba, seconds = _timed_mean_proba(models, loader, voting.device, voting.precision)
+            n_models = len(models)
             ev = evaluate(targets, proba, classes)
             results[method] = ev
             extra = {
@@ -196,11 +192,17 @@ class Run:
         return results
 
 
-def _predict_loader(clf: ImageClassifier, loader: DataLoader) -> np.ndarray:
-    from heritage.model import predict_logits, softmax
-
-    logits, _ = predict_logits(clf.model, loader, clf.device, clf.precision)
-    return softmax(logits)
+def _timed_mean_proba(
+    models: list, loader: DataLoader, device, precision
+) -> tuple[np.ndarray, float]:
+    """Mean softmax over ``models`` and the seconds their passes over ``loader`` took, measured
+    after one warm-up batch per model (loading and first-call costs are not inference)."""
+    warm = [next(iter(loader))]
+    for model in models:
+        predict_proba(model, warm, device, precision)
+    t0 = time.perf_counter()
+    probas = [predict_proba(model, loader, device, precision) for model in models]
+    return np.mean(probas, axis=0), time.perf_counter() - t0
 
 
 def _write_comparison(rows: list[dict], folder: Path, split: str) -> None:

@@ -35,9 +35,8 @@ from heritage.model import (
     load_card,
     load_state,
     model_stem,
-    predict_logits,
+    predict_proba,
     save_model_file,
-    softmax,
 )
 from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
@@ -155,8 +154,8 @@ class ModelSoup:
         self.precision = precision
 
     def _score(self, model: nn.Module, loader: DataLoader, classes: list[str]) -> float:
-        logits, targets = predict_logits(model, loader, self._device, self._precision)
-        return SOUP_METRICS[self.metric][0](evaluate(targets, softmax(logits), classes))
+        proba = predict_proba(model, loader, self._device, self._precision)
+        return SOUP_METRICS[self.metric][0](evaluate(loader.dataset.targets, proba, classes))
 
     def _cook(self, states: list[dict], card: ModelCard, bn_loader: DataLoader | None) -> nn.Module:
         model = build_model(card, average_state_dicts(states)).to(self._device)
@@ -239,8 +238,7 @@ class ModelSoup:
         return self
 
     def predict_proba(self, loader: DataLoader) -> np.ndarray:
-        logits, _ = predict_logits(self.model_, loader, self._device, self._precision)
-        return softmax(logits)
+        return predict_proba(self.model_, loader, self._device, self._precision)
 
     def save(self, path: str | Path) -> Path:
         return save_model_file(path, self.model_.state_dict(), self.card_)
@@ -259,15 +257,16 @@ class SoftVoting:
         self.device = resolve_device(device)
         self.precision = Precision.resolve(precision, self.device)
 
+    def load_member(self, path: Path) -> nn.Module:
+        model = build_model(load_card(path), load_state(path)).to(self.device)
+        return model.to(memory_format=torch.channels_last).eval()
+
     def member_probas(self, loader: DataLoader) -> list[np.ndarray]:
         """Each member's probabilities (one model in memory at a time)."""
-        out = []
-        for path in self.checkpoints:
-            model = build_model(load_card(path), load_state(path)).to(self.device)
-            model.to(memory_format=torch.channels_last)
-            logits, _ = predict_logits(model, loader, self.device, self.precision)
-            out.append(softmax(logits))
-        return out
+        return [
+            predict_proba(self.load_member(p), loader, self.device, self.precision)
+            for p in self.checkpoints
+        ]
 
     def predict_proba(self, loader: DataLoader) -> np.ndarray:
         return np.mean(self.member_probas(loader), axis=0)

@@ -8,6 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 DATA   ?= ../shared/datasets/ich-mekong
 OUT    ?= runs/demo
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-slow lint bench tables clean
@@ -22,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/heritage demo $(DATA) --out $(OUT)
+	$(BIN)/heritage demo $(DATA) --out $(OUT) $(DEMO_ARGS)
 
 test: setup
 	HERITAGE_NO_PROGRESS=1 $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -159,3 +160,72 @@ def test_cli_evaluate_not_a_run(tmp_path: Path) -> None:
     result = _invoke("soup", tmp_path / "missing")
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_cli_predict_list_file_and_unreadable_image(
+    cli_run: dict, image_folder: Path, tmp_path: Path
+) -> None:
+    """A .txt list is read relative to its own folder, and a corrupt file is skipped, not fatal."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    good = sorted(image_folder.rglob("*.png"))[:2]
+    (lists / "broken.png").write_bytes(b"not an image")
+    listing = [os.path.relpath(p, lists) for p in good] + ["broken.png"]
+    (lists / "todo.txt").write_text("\n".join(listing) + "\n")
+    out = tmp_path / "pred.csv"
+    result = _invoke(
+        "predict", cli_run["run"] / "soups" / "greedy_soup", lists / "todo.txt", "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    assert "broken.png" in result.output and "skipped" in result.output
+    assert len(pd.read_csv(out)) == 2
+
+
+def test_cli_yaml_data_section_and_command_line_precedence(
+    image_folder: Path, tmp_path: Path
+) -> None:
+    """data: options come from the YAML file; an explicit command-line option wins."""
+    manifest = tmp_path / "manifest.csv"
+    rows = [
+        {"file": str(p), "kind": p.parent.name, "split": ""}
+        for p in sorted(image_folder.rglob("*.png"))
+    ]
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"image_column": "file", "label_column": "nope"},
+                "train": {**TINY_YAML, "epochs": 1},
+            }
+        )
+    )
+    result = _invoke(
+        "train", manifest, "--out", tmp_path / "run", "--config", config, "--label-column", "kind"
+    )
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["label_column"] == "kind"
+
+
+def test_cli_evaluate_model_file_on_data(cli_run: dict, image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = _invoke(
+        "evaluate",
+        cli_run["run"] / "soups" / "greedy_soup.safetensors",
+        "--data",
+        image_folder,
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert "no split" in result.output  # scoring a collection without a split is flagged
+    assert json.loads((out / "metrics.json").read_text())["n"] == 24
+
+
+def test_cli_demo_runs_the_whole_job(image_folder: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY_YAML, "epochs": 1}))
+    result = _invoke("demo", image_folder, "--out", tmp_path / "demo", "--config", config)
+    assert result.exit_code == 0, result.output
+    assert "greedy_soup" in result.output
+    assert (tmp_path / "demo" / "eval" / "test" / "comparison.md").is_file()

@@ -233,3 +233,11 @@ def test_predictions_csv_rounds_to_six_decimals(tmp_path) -> None:
     out = write_predictions_csv(["x"], proba, ["a", "b", "c"], tmp_path / "p.csv", k=1)
     text = out.read_text().strip().splitlines()[1]
     assert text == "x,a,0.333333"
+
+
+def test_macro_f1_ignores_classes_absent_from_the_split() -> None:
+    # class 2 never occurs and is never predicted: it must not drag macro-F1 down
+    proba = np.array([[0.9, 0.05, 0.05], [0.1, 0.85, 0.05]])
+    ev = evaluate(np.array([0, 1]), proba, ["a", "b", "c"])
+    assert ev.macro_f1 == pytest.approx(1.0)
+    assert len(ev.per_class) == 3

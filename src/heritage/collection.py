@@ -13,7 +13,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,12 @@ __all__ = [
     "SPLITS",
     "Collection",
     "CollectionError",
+    "CollectionSpec",
     "CollectionWarning",
     "SkippedImage",
     "check_image",
     "load_image",
+    "to_rgb",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -110,6 +112,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """EXIF orientation plus conversion to 8-bit RGB: the one normalisation every image gets,
+    whether it comes from a file or is handed in as a PIL image."""
+    oriented = ImageOps.exif_transpose(img)
+    return _to_rgb(oriented if oriented is not None else img)
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open any image as 8-bit RGB with EXIF orientation applied.
 
@@ -119,8 +128,7 @@ def load_image(path: str | Path) -> Image.Image:
     """
     with Image.open(path) as img:
         img.load()
-        oriented = ImageOps.exif_transpose(img)
-        out = _to_rgb(oriented if oriented is not None else img)
+        out = to_rgb(img)
         if out is img:
             out = img.copy()
     return out
@@ -576,6 +584,22 @@ class Collection:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         out.to_csv(path, index=False)
 
+    @classmethod
+    def from_split_file(cls, path: str | Path, root: str | Path, label_column: str) -> Collection:
+        """Reopen the exact split a run used (its ``split.csv``), so that resuming, soups and
+        evaluation never re-split and can never leak test images into training."""
+        coll = cls.from_manifest(
+            path,
+            image_column="path",
+            label_column="label",
+            split_column="split",
+            root=root,
+            check_images=False,
+            min_images_per_class=1,
+        )
+        coll.label_column = label_column
+        return coll
+
     def summary(self) -> pd.DataFrame:
         """Images per class and split, to spot imbalance and empty evaluation cells."""
         cols = [s for s in SPLITS if s in set(self.records["split"])] if self.has_split else []
@@ -636,3 +660,45 @@ def _per_class_split(labels: np.ndarray, fr: np.ndarray, seed: int) -> np.ndarra
         out[idx[n_train : n_train + n_val]] = "val"
         out[idx[n_train + n_val :]] = "test"
     return out
+
+
+@dataclass
+class CollectionSpec:
+    """Where a collection is and how to read it: what the CLI's data options and a YAML
+    ``data:`` section fill in."""
+
+    source: str | None = None
+    image_column: str = "image"
+    label_column: str = "label"
+    split_column: str | None = "split"
+    ignore_splits: tuple[str, ...] = ()
+    min_images_per_class: int = 2
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CollectionSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CollectionError(f"unknown data options {unknown}; valid: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("ignore_splits"), str):
+            data["ignore_splits"] = (data["ignore_splits"],)
+        return cls(**{**data, "ignore_splits": tuple(data.get("ignore_splits", ()))})
+
+    def load(self, progress: bool = True) -> Collection:
+        """Load and validate; manifest options apply only when the source is a manifest."""
+        if not self.source:
+            raise CollectionError("no collection given: pass a folder or a CSV manifest")
+        src = Path(self.source).expanduser()
+        kwargs: dict[str, Any] = {
+            "min_images_per_class": self.min_images_per_class,
+            "progress": progress,
+        }
+        if src.suffix.lower() == ".csv" or (src / "manifest.csv").is_file():
+            kwargs.update(
+                image_column=self.image_column,
+                label_column=self.label_column,
+                split_column=self.split_column,
+                ignore_splits=self.ignore_splits,
+            )
+        return Collection.load(src, **kwargs)

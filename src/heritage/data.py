@@ -21,7 +21,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from heritage.backbones import Preprocessing
-from heritage.collection import load_image
+from heritage.collection import load_image, to_rgb
 from heritage.progress import progress_bar
 
 
@@ -70,18 +70,24 @@ def _interpolation(name: str) -> InterpolationMode:
     }.get(name, InterpolationMode.BICUBIC)
 
 
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
 def decode(image: str | Image.Image, prep: Preprocessing) -> torch.Tensor:
     """Decode and resize one image to the cached working size as a uint8 CHW tensor."""
-    img = load_image(image) if isinstance(image, str) else image.convert("RGB")
+    img = load_image(image) if isinstance(image, str) else to_rgb(image)
     size = prep.resize_size
+    resample = _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC)
     if prep.resize_mode == "squash":
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
+        img = img.resize((size, size), resample)
     else:  # shorter side to `size`, keep aspect ratio (timm's eval transform)
         w, h = img.size
         s = size / min(w, h)
-        img = img.resize(
-            (max(size, round(w * s)), max(size, round(h * s))), Image.Resampling.BICUBIC
-        )
+        img = img.resize((max(size, round(w * s)), max(size, round(h * s))), resample)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 

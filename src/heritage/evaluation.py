@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 __all__ = [
     "ClassReport",
@@ -207,8 +207,10 @@ def evaluate(y_true: Any, proba: Any, classes: Sequence[str]) -> Evaluation:
     if c >= 6:
         top5 = float(np.mean(np.any(_topk_indices(p, 5) == y[:, None], axis=1)))
 
-    macro = float(f1_score(y, pred, average="macro", labels=labels, zero_division=0))
     prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    # macro-F1 over the classes that occur (in truth or prediction), as scikit-learn does by
+    # default: a class absent from this split must not count as an F1 of 0
+    macro = float(np.mean(f1[np.union1d(y, pred)]))
     per_class = [
         ClassReport(
             name=classes[i],

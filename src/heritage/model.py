@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from heritage import __version__
 from heritage.backbones import Preprocessing, create_backbone
+from heritage.data import ImageCache, ImageDataset, decode, eval_transform
 from heritage.runtime import Precision, resolve_device
 
 FORMAT_VERSION = 1
@@ -172,21 +173,43 @@ class ImageClassifier:
         self, images: Sequence[str | Path | Image.Image], batch_size: int = 64
     ) -> np.ndarray:
         """Class probabilities (n, n_classes), columns in the order of ``classes_``."""
-        from heritage.data import ImageCache, ImageDataset, eval_transform
-
-        if len(images) == 0:
-            return np.zeros((0, len(self.card.classes)))
-
-        cache = ImageCache(self.card.preprocessing)
+        prep = self.card.preprocessing
+        cache = ImageCache(prep)
         keys = []
         for i, img in enumerate(images):
+            key = f"<image {i}>" if isinstance(img, Image.Image) else str(img)
             if isinstance(img, Image.Image):
-                key = f"<image {i}>"
-                cache.images[key] = _decode_pil(img, self.card.preprocessing)
-            else:
-                key = str(img)
+                cache.images[key] = decode(img, prep)
             keys.append(key)
         cache.load([k for k in keys if k not in cache.images], "reading images")
+        return self._proba(keys, cache, batch_size)
+
+    def predict_files(
+        self, paths: Sequence[str], batch_size: int = 64, chunk_size: int = 512
+    ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+        """Probabilities for many image files, read in chunks so memory stays bounded.
+
+        Returns (paths predicted, probabilities, [(path, reason)] for files that could not be
+        read): one bad file never stops a long prediction run."""
+        done, probas, failed = [], [], []
+        for start in range(0, len(paths), chunk_size):
+            cache = ImageCache(self.card.preprocessing)
+            ok = []
+            for path in paths[start : start + chunk_size]:
+                try:
+                    cache.images[path] = decode(path, self.card.preprocessing)
+                    ok.append(path)
+                except Exception as exc:  # any unreadable file: report it, keep going
+                    failed.append((path, f"{type(exc).__name__}: {exc}"))
+            if ok:
+                probas.append(self._proba(ok, cache, batch_size))
+                done += ok
+        empty = np.zeros((0, len(self.card.classes)))
+        return done, (np.concatenate(probas) if probas else empty), failed
+
+    def _proba(self, keys: list[str], cache: ImageCache, batch_size: int) -> np.ndarray:
+        if not keys:
+            return np.zeros((0, len(self.card.classes)))
         ds = ImageDataset(keys, None, cache, eval_transform(self.card.preprocessing))
         loader = DataLoader(ds, batch_size=batch_size)
         return predict_proba(self.model, loader, self.device, self.precision)
@@ -194,9 +217,3 @@ class ImageClassifier:
     def predict(self, images: Sequence[str | Path | Image.Image]) -> list[str]:
         proba = self.predict_proba(images)
         return [self.card.classes[i] for i in proba.argmax(axis=1)]
-
-
-def _decode_pil(img: Image.Image, prep: Preprocessing) -> torch.Tensor:
-    from heritage.data import decode
-
-    return decode(img, prep)

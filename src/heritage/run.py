@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,14 @@ class Run:
     config: TrainConfig
     collection: Collection
     pool: CheckpointPool
+    _cache: ImageCache | None = field(default=None, repr=False)
+
+    @property
+    def cache(self) -> ImageCache:
+        """Decoded images at the models' preprocessing, shared by every loader of this run."""
+        if self._cache is None:
+            self._cache = ImageCache(load_card(self.pool.paths()[0]).preprocessing)
+        return self._cache
 
     @classmethod
     def open(cls, folder: str | Path) -> Run:
@@ -56,21 +64,19 @@ class Run:
         raw = yaml.safe_load((folder / "config.yaml").read_text())
         source, label_column = raw.pop("source"), raw.pop("label_column", "label")
         config = TrainConfig.from_dict(raw)
-        collection = Collection.from_manifest(
-            folder / "split.csv",
-            image_column="path",
-            label_column="label",
-            split_column="split",
-            root=source,
-            check_images=False,
-            min_images_per_class=1,
-        )
-        collection.label_column = label_column
+        collection = Collection.from_split_file(folder / "split.csv", source, label_column)
         pool = CheckpointPool.open(folder / "pool")
         if not pool.entries:
             raise RunError(
                 f"{folder} has no checkpoints yet: let `heritage train` finish at "
                 "least one epoch (rerun it to resume)"
+            )
+        card_classes = load_card(pool.paths()[0]).classes
+        if card_classes != collection.classes:
+            raise RunError(
+                f"{folder}: the classes in split.csv do not match the checkpoints' "
+                f"({len(collection.classes)} vs {len(card_classes)}); was split.csv "
+                "edited?"
             )
         return cls(folder, config, collection, pool)
 
@@ -80,23 +86,20 @@ class Run:
         part = self.collection.split(split)
         if len(part) == 0:
             raise RunError(f"the {split} split of {self.folder} is empty")
-        if not hasattr(self, "_cache"):
-            self._cache = ImageCache(load_card(self.pool.paths()[0]).preprocessing)
-        self._cache.load(part.paths(), f"decoding {split} images")
-        ds = ImageDataset(
-            part.paths(), part.targets(), self._cache, eval_transform(self._cache.prep)
-        )
+        self.cache.load(part.paths(), f"decoding {split} images")
+        ds = ImageDataset(part.paths(), part.targets(), self.cache, eval_transform(self.cache.prep))
         return make_loader(ds, batch_size, shuffle=False, workers=0)
 
     def bn_loader(self, max_images: int = 1024, batch_size: int = 64) -> DataLoader:
         """Training images for BatchNorm recalibration: a fixed, seeded subset (enough for
-        stable statistics, bounded so large collections stay fast)."""
+        stable statistics, bounded so large collections stay fast). Images are decoded only
+        if the loader is used."""
         part = self.collection.split("train")
         rng = np.random.default_rng(self.config.seed)
         idx = np.sort(rng.permutation(len(part))[:max_images])
-        paths = [part.paths()[i] for i in idx]
-        self.loader("train")  # decodes into the shared cache
-        ds = ImageDataset(paths, part.targets()[idx], self._cache, eval_transform(self._cache.prep))
+        all_paths = part.paths()
+        paths = [all_paths[i] for i in idx]
+        ds = ImageDataset(paths, part.targets()[idx], self.cache, eval_transform(self.cache.prep))
         return make_loader(ds, batch_size, shuffle=True, workers=0, seed=self.config.seed)
 
     # ------------------------------------------------------------------ steps
@@ -114,7 +117,8 @@ class Run:
         """Cook each recipe from the whole pool and save it under ``soups/``."""
         val, bn = self.loader("val"), self.bn_loader()
         soups = {}
-        summary = {}
+        summary_path = self.folder / "soups" / "soups.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         for recipe in recipes:
             t0 = time.perf_counter()
             console.print(f"[bold]{recipe} soup[/] from {len(self.pool.entries)} checkpoints")
@@ -137,7 +141,7 @@ class Run:
             console.print(
                 f"  → {len(soup.ingredients_)} ingredients, val {metric} {soup.val_score_:.4f}"
             )
-        (self.folder / "soups" / "soups.json").write_text(json.dumps(summary, indent=2))
+        summary_path.write_text(json.dumps(summary, indent=2))
         return soups
 
     def evaluate(

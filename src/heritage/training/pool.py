@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,8 +51,16 @@ class CheckpointPool:
         pool = cls(folder, keep_top_k)
         if pool.index_path.is_file():
             data = json.loads(pool.index_path.read_text())
-            pool.entries = [PoolEntry(**e) for e in data["entries"]]
             pool.keep_top_k = data.get("keep_top_k", keep_top_k)
+            for e in map(lambda d: PoolEntry(**d), data["entries"]):
+                if all(p.is_file() for p in model_paths(folder / e.name)):
+                    pool.entries.append(e)
+                else:
+                    warnings.warn(
+                        f"{folder}: checkpoint {e.name} is listed but its files are "
+                        "missing; leaving it out of the pool",
+                        stacklevel=2,
+                    )
         return pool
 
     def paths(self) -> list[Path]:
@@ -85,24 +94,25 @@ class CheckpointPool:
     ) -> bool:
         """Consider the model at the end of ``epoch``; returns True if it joined the pool."""
         candidate = PoolEntry(f"epoch_{epoch:03d}", epoch, dict(metrics))
-        if any(e.name == candidate.name for e in self.entries):  # epoch re-run after a resume
-            self.entries = [e for e in self.entries if e.name != candidate.name]
-            self._delete(candidate.name)
+        # an epoch re-run after a resume replaces its earlier entry
+        self.entries = [e for e in self.entries if e.name != candidate.name]
         reasons = self._reasons(candidate, cycle_end)
         joined = bool(reasons[candidate.name])
         if joined:
-            card.metrics = dict(metrics)
-            card.provenance = {**card.provenance, "epoch": epoch}
+            card = replace(
+                card, metrics=dict(metrics), provenance={**card.provenance, "epoch": epoch}
+            )
             save_model_file(self.folder / candidate.name, state_dict, card)
-        kept = []
+        kept, dropped = [], []
         for e in [*self.entries, candidate]:
             e.reasons = reasons[e.name]
-            if e.reasons:
-                kept.append(e)
-            elif e is not candidate:
-                self._delete(e.name)
+            (kept if e.reasons else dropped).append(e)
         self.entries = sorted(kept, key=lambda e: e.epoch)
+        # index first, files second: a kill in between leaves stray files, never an index
+        # entry without its file
         self._write_index()
+        for e in dropped:
+            self._delete(e.name)
         return joined
 
     def _delete(self, name: str) -> None:

@@ -144,7 +144,7 @@ class TrainResult:
     train_images_per_second: float
 
 
-def cycle_lengths(config: TrainConfig) -> list[int]:
+def cycle_ends(config: TrainConfig) -> list[int]:
     """Epochs at which a warm-restart cycle ends (those checkpoints join the pool)."""
     ends, length, at = [], config.restart_epochs, 0
     while at + length <= config.epochs:
@@ -206,6 +206,22 @@ def make_loader(
     )
 
 
+@dataclass
+class _LoopParts:
+    """What one training epoch needs, built once by :meth:`Trainer.fit`."""
+
+    model: nn.Module
+    frozen: list[nn.Module]
+    loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    mixer: MixUpCutMix | None
+    device: torch.device
+    precision: Precision
+
+
 class Trainer:
     """Fine-tunes one model on one collection into a checkpoint pool.
 
@@ -233,16 +249,30 @@ class Trainer:
         precision = Precision.resolve(cfg.precision, device)
         workers = resolve_workers(cfg.workers, device)
 
-        collection = collection.with_split(
-            seed=cfg.seed,
-            fractions=(
-                1 - cfg.val_fraction - cfg.test_fraction,
-                cfg.val_fraction,
-                cfg.test_fraction,
-            ),
+        state = (
+            torch.load(state_path, map_location="cpu", weights_only=False)
+            if state_path.exists()
+            else None
         )
-        if not (run_dir / "split.csv").exists():
-            collection.save_split(run_dir / "split.csv")
+        if state is not None:
+            _check_resumable(state, cfg, collection.classes, run_dir)
+        split_path = run_dir / "split.csv"
+        if split_path.exists():  # a resumed run keeps the split it started with
+            skipped = collection.skipped
+            collection = Collection.from_split_file(
+                split_path, collection.root, collection.label_column
+            )
+            collection.skipped = skipped
+        else:
+            collection = collection.with_split(
+                seed=cfg.seed,
+                fractions=(
+                    1 - cfg.val_fraction - cfg.test_fraction,
+                    cfg.val_fraction,
+                    cfg.test_fraction,
+                ),
+            )
+            collection.save_split(split_path)
         _write_skipped(collection, run_dir / "skipped.csv")
         (run_dir / "config.yaml").write_text(
             yaml.safe_dump(
@@ -306,14 +336,28 @@ class Trainer:
         )
         criterion = CrossEntropy(cfg.label_smoothing)
         mixer = MixUpCutMix(cfg.mix, len(classes), cfg.label_smoothing) if cfg.mix.enabled else None
+        scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype is torch.float16)
+        parts = _LoopParts(
+            model,
+            frozen,
+            train_loader,
+            optimizer,
+            scheduler,
+            scaler,
+            criterion,
+            mixer,
+            device,
+            precision,
+        )
 
         pool = CheckpointPool.open(run_dir / "pool", cfg.keep_top_k)
         history: list[dict[str, float]] = []
         start_epoch, train_seconds, images_seen = 0, 0.0, 0
-        if state_path.exists():
-            state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"]["torch"])
             np.random.set_state(state["rng"]["numpy"])
@@ -353,22 +397,10 @@ class Trainer:
                 "backbone": cfg.backbone,
             },
         )
-        cycle_ends = set(cycle_lengths(cfg))
+        cycle_end_epochs = set(cycle_ends(cfg))
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            loss = self._train_epoch(
-                model,
-                frozen,
-                train_loader,
-                optimizer,
-                scheduler,
-                criterion,
-                mixer,
-                device,
-                precision,
-                epoch,
-                steps_per_epoch,
-            )
+            loss = self._train_epoch(parts, epoch)
             epoch_seconds = time.perf_counter() - t0
             train_seconds += epoch_seconds
             images_seen += steps_per_epoch * batch_size
@@ -386,13 +418,14 @@ class Trainer:
                 {k: v for k, v in metrics.items() if k.startswith("val_")},
                 model.state_dict(),
                 card,
-                cycle_end=epoch in cycle_ends,
+                cycle_end=epoch in cycle_end_epochs,
             )
             _atomic_torch_save(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
                     "epoch": epoch,
                     "history": history,
                     "rng": {
@@ -402,6 +435,8 @@ class Trainer:
                     },
                     "train_seconds": train_seconds,
                     "images_seen": images_seen,
+                    "config": cfg.to_dict(),
+                    "classes": list(classes),
                 },
                 state_path,
             )
@@ -423,22 +458,11 @@ class Trainer:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
         return TrainResult(run_dir, pool, history, train_seconds, throughput)
 
-    def _train_epoch(
-        self,
-        model,
-        frozen,
-        loader,
-        optimizer,
-        scheduler,
-        criterion,
-        mixer,
-        device,
-        precision,
-        epoch,
-        steps_per_epoch,
-    ) -> float:
+    def _train_epoch(self, parts: _LoopParts, epoch: int) -> float:
+        model, loader, optimizer, scaler = parts.model, parts.loader, parts.optimizer, parts.scaler
+        device, precision, steps_per_epoch = parts.device, parts.precision, len(parts.loader)
         model.train()
-        for module in frozen:
+        for module in parts.frozen:
             module.eval()
         if self.config.freeze_bn_stats:
             for module in model.modules():
@@ -451,20 +475,21 @@ class Trainer:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if self.config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                if mixer is not None:
-                    x, y = mixer(x, y)
+                if parts.mixer is not None:
+                    x, y = parts.mixer(x, y)
                 with precision.autocast(device):
                     logits = model(x)
-                loss = criterion(logits, y)
+                loss = parts.criterion(logits, y)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(
                         f"loss became {loss.item()} at epoch {epoch}, step {step}: lower the "
                         "learning rate; the pool and the last finished epoch are kept"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step((epoch - 1) * steps_per_epoch + step + 1)
+                scaler.scale(loss).backward()  # a no-op scaler unless training in fp16
+                scaler.step(optimizer)
+                scaler.update()
+                parts.scheduler.step((epoch - 1) * steps_per_epoch + step + 1)
                 total += loss.item() * len(x)
                 count += len(x)
                 bar.update(task, advance=1, info=f"loss {total / count:.4f}")
@@ -496,6 +521,26 @@ class Trainer:
         }
 
 
+#: options that may change when a run is resumed (more epochs, another machine)
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "precision", "workers"})
+
+
+def _check_resumable(state: dict, cfg: TrainConfig, classes: list[str], run_dir: Path) -> None:
+    """Refuse to continue a run with other options or classes than it started with."""
+    before, now = state.get("config", {}), cfg.to_dict()
+    changed = sorted(
+        k for k in now if k not in RESUMABLE_CHANGES and before.get(k, now[k]) != now[k]
+    )
+    if changed:
+        detail = ", ".join(f"{k}: {before[k]!r} → {now[k]!r}" for k in changed)
+        raise ValueError(
+            f"{run_dir} was started with other options ({detail}); rerun "
+            "with the original options to resume, or choose a new --out"
+        )
+    if "classes" in state and list(state["classes"]) != list(classes):
+        raise ValueError(f"{run_dir} was trained on other classes; choose a new --out")
+
+
 def _write_skipped(collection: Collection, path: Path) -> None:
     import pandas as pd
 
@@ -503,14 +548,24 @@ def _write_skipped(collection: Collection, path: Path) -> None:
     pd.DataFrame(rows, columns=["path", "row", "reason"]).to_csv(path, index=False)
 
 
+def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """A YAML config as ``{"data": {...}, "train": {...}}``: a ``data:`` section (collection
+    options), and a ``train:`` section or training options at the top level."""
+    if path is None:
+        return {"data": {}, "train": {}}
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: a config file must be a YAML mapping of option: value")
+    train = loaded.get("train", {k: v for k, v in loaded.items() if k != "data"})
+    return {"data": dict(loaded.get("data") or {}), "train": dict(train or {})}
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """YAML file (optional) then explicit overrides (e.g. from the CLI) -> TrainConfig."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must be a YAML mapping of option: value")
-        data.update(loaded.get("train", loaded))
+    data: dict[str, Any] = read_config_file(path)["train"]
     for key, value in (overrides or {}).items():
         if value is None:
             continue

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,7 +46,14 @@ class Setup:
     label_column: str
     config: dict
     ignore_splits: tuple[str, ...] = ()
-    extra: dict = field(default_factory=dict)
+
+    def collection(self, check_images: bool = True) -> Collection:
+        return Collection.load(
+            DATA / self.manifest,
+            label_column=self.label_column,
+            ignore_splits=self.ignore_splits,
+            check_images=check_images,
+        )
 
 
 #: Per-dataset settings: heritage's defaults, plus what benchmarks/sweep.py chose on the
@@ -113,11 +120,7 @@ def main() -> None:
     book = RecordBook(args.topic, hardware_label(device))
     for name in args.datasets:
         setup = SETUPS[name]
-        collection = Collection.load(
-            DATA / setup.manifest,
-            label_column=setup.label_column,
-            ignore_splits=setup.ignore_splits,
-        )
+        collection = setup.collection()
         for seed in args.seeds:
             console.rule(f"{name} · seed {seed}")
             cfg = TrainConfig.from_dict({**setup.config, "seed": seed, "device": args.device})

@@ -15,7 +15,6 @@ import json
 import os
 from pathlib import Path
 
-from heritage.collection import Collection
 from heritage.progress import console
 from heritage.run import Run
 from heritage.runtime import configure_threads, hardware_label, resolve_device
@@ -24,10 +23,10 @@ from heritage.training.trainer import TrainConfig, Trainer
 
 try:
     from records import RecordBook
-    from soups import DATA, SETUPS
+    from soups import SETUPS
 except ImportError:
     from benchmarks.records import RecordBook
-    from benchmarks.soups import DATA, SETUPS  # manifests and label columns only
+    from benchmarks.soups import SETUPS  # manifests and label columns only
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,19 +78,12 @@ def main() -> None:
     configure_threads()
     book = RecordBook("sweep", hardware_label(resolve_device(args.device)))
     for name in args.datasets:
-        setup = SETUPS[name]
-        collection = Collection.load(
-            DATA / setup.manifest,
-            label_column=setup.label_column,
-            ignore_splits=setup.ignore_splits,
-            check_images=False,
-        )
+        collection = SETUPS[name].collection(check_images=False)
         for setting in args.settings:
             for seed in args.seeds:
                 console.rule(f"{name} · {setting} · seed {seed}")
                 cfg = TrainConfig.from_dict(
                     {
-                        **setup.config,
                         **BASE[name],
                         **GRID[setting],
                         "seed": seed,

@@ -9,21 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_OPTIONS
 from typer.testing import CliRunner
 
 from heritage.cli import app
 from heritage.model import load_card
 
 ENV = {"COLUMNS": "200", "HERITAGE_NO_PROGRESS": "1"}
-TINY_YAML = {
-    "backbone": "test_efficientnet",
-    "pretrained": False,
-    "image_size": 32,
-    "epochs": 2,
-    "batch_size": 4,
-    "restart_epochs": 1,
-    "device": "cpu",
-}
+TINY_YAML = dict(TINY_OPTIONS)  # the tiny training options, as a YAML file holds them
 
 
 def _invoke(*args: str | Path):

@@ -223,6 +223,11 @@ def resolve_preprocessing(
     return replace(prep, input_size=image_size) if image_size else prep
 
 
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """The BatchNorm layers of a model (their running statistics need care in fine-tuning
+    and in soups)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def has_batchnorm(model: nn.Module) -> bool:
-    """Soups of models with BatchNorm need their running statistics recomputed."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return bool(batchnorm_layers(model))

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader
 
 from heritage.collection import Collection
@@ -22,6 +24,7 @@ from heritage.data import ImageCache, ImageDataset, eval_transform
 from heritage.evaluation import Evaluation, evaluate, write_report
 from heritage.model import ImageClassifier, load_card, model_paths, predict_proba
 from heritage.progress import console
+from heritage.runtime import Precision
 from heritage.soups import ModelSoup, SoftVoting
 from heritage.training.pool import CheckpointPool
 from heritage.training.trainer import TrainConfig, make_loader
@@ -197,7 +200,7 @@ class Run:
 
 
 def _timed_mean_proba(
-    models: list, loader: DataLoader, device, precision
+    models: list[nn.Module], loader: DataLoader, device: torch.device, precision: Precision
 ) -> tuple[np.ndarray, float]:
     """Mean softmax over ``models`` and the seconds their passes over ``loader`` took, measured
     after one warm-up batch per model (loading and first-call costs are not inference)."""

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from heritage.backbones import has_batchnorm
+from heritage.backbones import batchnorm_layers
 from heritage.evaluation import evaluate
 from heritage.model import (
     ModelCard,
@@ -86,7 +86,7 @@ def recalibrate_batchnorm(
     """Recompute BatchNorm running statistics with a cumulative average over ``loader``
     (momentum ``None``), as ``torch.optim.swa_utils.update_bn`` does, with a batch cap."""
     precision = precision or Precision(None)
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = batchnorm_layers(model)
     if not bns:
         return model
     momenta = {}
@@ -183,7 +183,7 @@ class ModelSoup:
                 raise ValueError(f"{p} is not from the same architecture and classes as the others")
         states = [load_state(p) for p in checkpoints]
         if self.recalibrate_bn is None:
-            self._recalibrate = has_batchnorm(build_model(card)) and batchnorm_stats_differ(states)
+            self._recalibrate = batchnorm_stats_differ(states)  # False when there is no BN
         else:
             self._recalibrate = self.recalibrate_bn
         if self._recalibrate and bn_loader is None:
@@ -226,7 +226,7 @@ class ModelSoup:
             preprocessing=card.preprocessing,
             metrics={f"val_{self.metric}": self.val_score_},
             provenance={
-                **{k: v for k, v in card.provenance.items() if k != "epoch"},
+                **{k: v for k, v in card.provenance.items() if k not in ("epoch", "created")},
                 "recipe": f"{self.recipe}_soup",
                 "ingredients": self.ingredients_,
                 "metric": self.metric,

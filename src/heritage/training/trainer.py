@@ -35,6 +35,7 @@ from heritage.backbones import (
     DEFAULT_BACKBONE,
     ResizeMode,
     architecture_of,
+    batchnorm_layers,
     create_backbone,
     resolve_preprocessing,
 )
@@ -256,23 +257,7 @@ class Trainer:
         )
         if state is not None:
             _check_resumable(state, cfg, collection.classes, run_dir)
-        split_path = run_dir / "split.csv"
-        if split_path.exists():  # a resumed run keeps the split it started with
-            skipped = collection.skipped
-            collection = Collection.from_split_file(
-                split_path, collection.root, collection.label_column
-            )
-            collection.skipped = skipped
-        else:
-            collection = collection.with_split(
-                seed=cfg.seed,
-                fractions=(
-                    1 - cfg.val_fraction - cfg.test_fraction,
-                    cfg.val_fraction,
-                    cfg.test_fraction,
-                ),
-            )
-            collection.save_split(split_path)
+        collection = _split_for_run(collection, run_dir / "split.csv", cfg)
         _write_skipped(collection, run_dir / "skipped.csv")
         (run_dir / "config.yaml").write_text(
             yaml.safe_dump(
@@ -316,18 +301,7 @@ class Trainer:
         val_loader = make_loader(val_ds, batch_size * 2, shuffle=False, workers=0)
         steps_per_epoch = len(train_loader)
 
-        head = set(map(id, model.get_classifier().parameters()))
-        body = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": body, "lr": cfg.lr},
-                {
-                    "params": list(model.get_classifier().parameters()),
-                    "lr": cfg.lr * cfg.head_lr_mult,
-                },
-            ],
-            weight_decay=cfg.weight_decay,
-        )
+        optimizer = _adamw(model, cfg)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
             optimizer,
             T_0=cfg.restart_epochs * steps_per_epoch,
@@ -465,9 +439,8 @@ class Trainer:
         for module in parts.frozen:
             module.eval()
         if self.config.freeze_bn_stats:
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            for module in batchnorm_layers(model):
+                module.eval()
         total, count = 0.0, 0
         with progress_bar() as bar:
             task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch)
@@ -519,6 +492,30 @@ class Trainer:
             "val_macro_f1": ev.macro_f1,
             "val_ece": ev.ece,
         }
+
+
+def _split_for_run(collection: Collection, split_path: Path, cfg: TrainConfig) -> Collection:
+    """The split a run trains on: the saved one when resuming (never re-drawn, so no test image
+    can move into training), else the collection's own or a new seeded stratified one."""
+    if split_path.exists():
+        reopened = Collection.from_split_file(split_path, collection.root, collection.label_column)
+        reopened.skipped = collection.skipped
+        return reopened
+    fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+    collection = collection.with_split(seed=cfg.seed, fractions=fractions)
+    collection.save_split(split_path)
+    return collection
+
+
+def _adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; the head may get a larger learning rate."""
+    head = list(model.get_classifier().parameters())
+    head_ids = set(map(id, head))
+    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    return torch.optim.AdamW(
+        [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}],
+        weight_decay=cfg.weight_decay,
+    )
 
 
 #: options that may change when a run is resumed (more epochs, another machine)

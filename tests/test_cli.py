@@ -222,3 +222,26 @@ def test_cli_demo_runs_the_whole_job(image_folder: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "greedy_soup" in result.output
     assert (tmp_path / "demo" / "eval" / "test" / "comparison.md").is_file()
+
+
+def test_cli_resume_with_changed_options_fails_cleanly(
+    cli_run: dict, tmp_path: Path, image_folder: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(cli_run["run"], run)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_YAML))
+    result = _invoke("train", image_folder, "--out", run, "--config", config, "--lr", "0.5")
+    assert result.exit_code == 2
+    assert "other options" in result.output and "lr" in result.output
+
+
+def test_yaml_with_train_section_and_top_level_options_is_refused(tmp_path: Path) -> None:
+    from heritage.training.trainer import read_config_file
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"epochs": 5, "train": {"lr": 0.1}}))
+    with pytest.raises(ValueError, match="not both"):
+        read_config_file(config)

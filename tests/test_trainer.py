@@ -293,12 +293,30 @@ def test_resume_refuses_changed_options(
 
 
 def test_resume_keeps_the_saved_split(
-    image_folder: Path, tiny_config: Callable, tmp_path: Path
+    image_folder: Path, tiny_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Resuming trains on the split saved with the run, even when the collection handed in
+    now carries a different one (which the old code would have used)."""
+    from heritage.data import ImageCache
+
     collection = Collection.from_folder(image_folder)
     run_dir = tmp_path / "run"
     Trainer(tiny_config(epochs=1, seed=0)).fit(collection, run_dir)
-    before = (run_dir / "split.csv").read_text()
-    # the collection handed in has no split; resuming must not draw a new one
-    Trainer(tiny_config(epochs=2, seed=0)).fit(collection, run_dir)
-    assert (run_dir / "split.csv").read_text() == before
+    saved = pd.read_csv(run_dir / "split.csv")
+    fit_on = {str(collection.root / p) for p in saved.loc[saved["split"] != "test", "path"]}
+
+    other = collection.with_split(seed=7)  # a different assignment of the same images
+    assert set(other.split("test").paths()) != {
+        str(collection.root / p) for p in saved.loc[saved["split"] == "test", "path"]
+    }
+    loaded: list[str] = []
+    real_load = ImageCache.load
+
+    def recording_load(self, paths, *args, **kwargs):
+        loaded.extend(paths)
+        return real_load(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(ImageCache, "load", recording_load)
+    Trainer(tiny_config(epochs=2, seed=0)).fit(other, run_dir)
+    assert set(loaded) == fit_on  # train + val images of the saved split, no test image
+    assert pd.read_csv(run_dir / "split.csv").equals(saved)

@@ -219,6 +219,8 @@ def train(
             f" rerun the same command to resume {out}"
         )
         raise typer.Exit(code=130) from None
+    except (CollectionError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(exc)
     console.print(
         f"[green]done[/]: {len(result.pool.entries)} checkpoints in {out}/pool, "
         f"{result.train_images_per_second:.1f} training images/s. "

@@ -683,7 +683,7 @@ class CollectionSpec:
         data = dict(data)
         if isinstance(data.get("ignore_splits"), str):
             data["ignore_splits"] = (data["ignore_splits"],)
-        return cls(**{**data, "ignore_splits": tuple(data.get("ignore_splits", ()))})
+        return cls(**{**data, "ignore_splits": tuple(data.get("ignore_splits") or ())})
 
     def load(self, progress: bool = True) -> Collection:
         """Load and validate; manifest options apply only when the source is a manifest."""

@@ -36,8 +36,10 @@ from heritage.model import (
     load_card,
     load_state,
     model_stem,
+    predict_logits,
     predict_proba,
     save_model_file,
+    softmax,
 )
 from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
@@ -155,8 +157,9 @@ class ModelSoup:
         self.precision = precision
 
     def _score(self, model: nn.Module, loader: DataLoader, classes: list[str]) -> float:
-        proba = predict_proba(model, loader, self._device, self._precision)
-        return SOUP_METRICS[self.metric][0](evaluate(loader.dataset.targets, proba, classes))
+        # targets from the same pass as the predictions, so any loader (shuffled, Subset) works
+        logits, targets = predict_logits(model, loader, self._device, self._precision)
+        return SOUP_METRICS[self.metric][0](evaluate(targets, softmax(logits), classes))
 
     def _cook(self, states: list[dict], card: ModelCard, bn_loader: DataLoader | None) -> nn.Module:
         model = build_model(card, average_state_dicts(states)).to(self._device)

@@ -330,7 +330,7 @@ class Trainer:
         if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            if "scaler" in state:
+            if state.get("scaler"):  # empty when the run so far was not fp16
                 scaler.load_state_dict(state["scaler"])
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"]["torch"])
@@ -556,7 +556,13 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
     loaded = yaml.safe_load(path.read_text()) or {}
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: a config file must be a YAML mapping of option: value")
-    train = loaded.get("train", {k: v for k, v in loaded.items() if k != "data"})
+    top_level = {k: v for k, v in loaded.items() if k not in ("data", "train")}
+    if "train" in loaded and top_level:
+        raise ValueError(
+            f"{path}: put training options either under `train:` or at the top "
+            f"level, not both (found {sorted(top_level)} beside `train:`)"
+        )
+    train = loaded.get("train", top_level)
     return {"data": dict(loaded.get("data") or {}), "train": dict(train or {})}
 
 

@@ -16,6 +16,10 @@ OUT = ROOT / "docs" / "benchmarks.md"
 
 def fmt(r: dict) -> str:
     m, s = r["mean"], r["std"]
+    if s == 0 and float(m).is_integer():
+        return f"{m:.0f}"
+    if r["n_seeds"] == 1:  # no spread to show
+        return f"{m:.0f}" if abs(m) >= 100 else f"{m:.1f}" if abs(m) >= 10 else f"{m:.4f}"
     if abs(m) >= 100:
         return f"{m:.0f} ± {s:.0f}"
     if abs(m) >= 10:
@@ -37,8 +41,8 @@ def table(records: list[dict]) -> list[str]:
         lines += [
             f"### {dataset}",
             "",
-            f"{first['n_seeds']} seeds, mean ± std; hardware: {first['hardware']}; "
-            f"rerun: `{first['command']}`",
+            (f"{first['n_seeds']} seeds, mean ± std" if first["n_seeds"] > 1 else "1 seed")
+            + f"; hardware: {first['hardware']}; rerun: `{first['command']}`",
             "",
             "| method | " + " | ".join(metrics) + " |",
             "|---|" + "---|" * len(metrics),

@@ -436,7 +436,7 @@ def demo(
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
         raise typer.Exit(code=130) from None
-    console.print((out / "eval" / "test" / "comparison.md").read_text())
+    console.print((out / "eval" / "test" / "comparison.md").read_text(), markup=False)
 
 
 if __name__ == "__main__":

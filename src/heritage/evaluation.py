@@ -336,10 +336,10 @@ def plot_reliability(
         (conf - acc)[filled],
         bottom=acc[filled],
         width=width,
-        color="#dd8452",
-        alpha=0.5,
-        edgecolor="#dd8452",
-        label="gap",
+        fill=False,  # hatched outline: the accuracy bar under it stays readable
+        hatch="//",
+        edgecolor="#c44e52",
+        label="gap to mean confidence",
     )
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)

@@ -52,7 +52,8 @@ class CheckpointPool:
         if pool.index_path.is_file():
             data = json.loads(pool.index_path.read_text())
             pool.keep_top_k = data.get("keep_top_k", keep_top_k)
-            for e in map(lambda d: PoolEntry(**d), data["entries"]):
+            for entry in data["entries"]:
+                e = PoolEntry(**entry)
                 if all(p.is_file() for p in model_paths(folder / e.name)):
                     pool.entries.append(e)
                 else:

@@ -680,10 +680,9 @@ class CollectionSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise CollectionError(f"unknown data options {unknown}; valid: {sorted(known)}")
-        data = dict(data)
-        if isinstance(data.get("ignore_splits"), str):
-            data["ignore_splits"] = (data["ignore_splits"],)
-        return cls(**{**data, "ignore_splits": tuple(data.get("ignore_splits") or ())})
+        ignore = data.get("ignore_splits") or ()
+        ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
+        return cls(**{**data, "ignore_splits": ignore})
 
     def load(self, progress: bool = True) -> Collection:
         """Load and validate; manifest options apply only when the source is a manifest."""

@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader
 from heritage.collection import Collection
 from heritage.data import ImageCache, ImageDataset, eval_transform
 from heritage.evaluation import Evaluation, evaluate, write_report
-from heritage.model import ImageClassifier, load_card, model_paths, predict_proba
+from heritage.model import ImageClassifier, ModelCard, load_card, model_paths, predict_proba
 from heritage.progress import console
-from heritage.runtime import Precision
+from heritage.runtime import Precision, resolve_device
 from heritage.soups import ModelSoup, SoftVoting
 from heritage.training.pool import CheckpointPool
 from heritage.training.trainer import TrainConfig, make_loader
@@ -44,13 +44,14 @@ class Run:
     config: TrainConfig
     collection: Collection
     pool: CheckpointPool
+    card: ModelCard  # of the first checkpoint: classes and preprocessing of every model here
     _cache: ImageCache | None = field(default=None, repr=False)
 
     @property
     def cache(self) -> ImageCache:
         """Decoded images at the models' preprocessing, shared by every loader of this run."""
         if self._cache is None:
-            self._cache = ImageCache(load_card(self.pool.paths()[0]).preprocessing)
+            self._cache = ImageCache(self.card.preprocessing)
         return self._cache
 
     @classmethod
@@ -74,14 +75,15 @@ class Run:
                 f"{folder} has no checkpoints yet: let `heritage train` finish at "
                 "least one epoch (rerun it to resume)"
             )
-        card_classes = load_card(pool.paths()[0]).classes
+        card = load_card(pool.paths()[0])
+        card_classes = card.classes
         if card_classes != collection.classes:
             raise RunError(
                 f"{folder}: the classes in split.csv do not match the checkpoints' "
                 f"({len(collection.classes)} vs {len(card_classes)}); was split.csv "
                 "edited?"
             )
-        return cls(folder, config, collection, pool)
+        return cls(folder, config, collection, pool, card)
 
     # ------------------------------------------------------------------ data
     def loader(self, split: str, batch_size: int = 64) -> DataLoader:
@@ -158,9 +160,11 @@ class Run:
         classes = self.collection.classes
         results: dict[str, Evaluation] = {}
         rows = []
-        voting = SoftVoting(self.pool.paths(), self.config.device, self.config.precision)
+        device = resolve_device(self.config.device)
+        precision = Precision.resolve(self.config.precision, device)
         for method in methods:
             if method == "soft_voting":
+                voting = SoftVoting(self.pool.paths(), self.config.device, self.config.precision)
                 models = [voting.load_member(p) for p in voting.checkpoints]
             else:
                 path = self.model_path(method)
@@ -171,7 +175,7 @@ class Run:
                     )
                     continue
                 models = [ImageClassifier.load(path, self.config.device).model]
-            proba, seconds = _timed_mean_proba(models, loader, voting.device, voting.precision)
+            proba, seconds = _timed_mean_proba(models, loader, device, precision)
             n_models = len(models)
             ev = evaluate(targets, proba, classes)
             results[method] = ev

@@ -58,6 +58,13 @@ GRID = {
     "lr1e-3_bnfrozen": {"lr": 1e-3, "freeze_bn_stats": True},
     "lr3e-4_bnfrozen_12ep": {"lr": 3e-4, "freeze_bn_stats": True, "epochs": 12},
     "lr1e-3_bnfrozen_12ep": {"lr": 1e-3, "freeze_bn_stats": True, "epochs": 12},
+    "lr3e-4_bnfrozen_21ep": {"lr": 3e-4, "freeze_bn_stats": True, "epochs": 21},
+    "lr3e-4_bnfrozen_12ep_160px": {
+        "lr": 3e-4,
+        "freeze_bn_stats": True,
+        "epochs": 12,
+        "image_size": 160,
+    },
     "lr1e-3_bnfrozen_12ep_160px": {
         "lr": 1e-3,
         "freeze_bn_stats": True,

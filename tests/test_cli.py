@@ -245,3 +245,27 @@ def test_yaml_with_train_section_and_top_level_options_is_refused(tmp_path: Path
     config.write_text(yaml.safe_dump({"epochs": 5, "train": {"lr": 0.1}}))
     with pytest.raises(ValueError, match="not both"):
         read_config_file(config)
+
+
+def test_cli_regulariser_flags_reach_the_run(image_folder: Path, tmp_path: Path) -> None:
+    """`--mix synermix --beta 0.1 --loss focal --gamma 2 --entropy 0.05` on top of a YAML."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY_YAML, "epochs": 1}))
+    run = tmp_path / "run"
+    result = _invoke(
+        "train", image_folder, "--out", run, "--config", config,
+        "--mix", "synermix", "--beta", "0.1", "--loss", "focal", "--gamma", "2",
+        "--entropy", "0.05", "--entropy-per-class",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["mix"]["method"] == "synermix" and saved["mix"]["beta"] == 0.1
+    assert saved["loss"] == {"name": "focal", "gamma": 2.0, "alpha": None}
+    assert saved["entropy"]["weight"] == 0.05 and saved["entropy"]["per_class"] is True
+
+
+def test_cli_rejects_unknown_mix_method(image_folder: Path, tmp_path: Path) -> None:
+    result = _invoke("train", image_folder, "--out", tmp_path / "run", "--mix", "blend")
+    assert result.exit_code == 2
+    assert "blend" in result.output and "synermix" in result.output
+    assert not (tmp_path / "run").exists()

@@ -236,6 +236,34 @@ def test_with_split_small_classes(tmp_path: Path) -> None:
         coll.split("train")
 
 
+def test_limit_per_class(tmp_path: Path) -> None:
+    coll = Collection.from_folder(_folder(tmp_path / "d", {"a": 20, "b": 10, "c": 3}))
+    with pytest.raises(CollectionError, match="with_split"):
+        coll.limit_per_class(2)
+    full = coll.with_split(seed=0)
+    low = full.limit_per_class(4, seed=0)
+
+    assert low.classes == full.classes
+    assert full.summary()["train"].to_dict() == {"a": 12, "b": 6, "c": 2}
+    assert low.summary()["train"].to_dict() == {"a": 4, "b": 4, "c": 2}  # c had only 2
+    for name in ("val", "test"):  # evaluation splits are untouched, in order
+        assert low.split(name).paths() == full.split(name).paths()
+    assert set(low.split("train").paths()) <= set(full.split("train").paths())
+    # seeded: same seed, same subset; another seed, another subset; smaller n nests
+    assert low.paths() == full.limit_per_class(4, seed=0).paths()
+    assert low.paths() != full.limit_per_class(4, seed=1).paths()
+    assert set(full.limit_per_class(2, seed=0).paths()) <= set(low.paths())
+    assert len(full.limit_per_class(100)) == len(full)
+    # another split can be limited instead, leaving train alone
+    low_val = full.limit_per_class(1, split="validation")
+    assert low_val.summary()["val"].max() == 1
+    assert low_val.split("train").paths() == full.split("train").paths()
+    with pytest.raises(CollectionError, match="at least 1"):
+        full.limit_per_class(0)
+    with pytest.raises(CollectionError, match="Unknown split"):
+        full.limit_per_class(2, split="holdout")
+
+
 # --------------------------------------------------------------------------- load_image
 
 

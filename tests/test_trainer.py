@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,8 +23,11 @@ from torch import nn
 from heritage.backbones import create_backbone
 from heritage.collection import Collection
 from heritage.data import AugmentConfig
+from heritage.training.losses import FocalLoss, LossConfig
 from heritage.training.mixing import MixConfig, MixUpCutMix
 from heritage.training.pool import CheckpointPool
+from heritage.training.regularisers import EntropyConfig
+from heritage.training.samplers import ClassAwareBatchSampler
 from heritage.training.trainer import (
     TrainConfig,
     Trainer,
@@ -170,18 +174,70 @@ def test_resume_after_killed_process(
 
 
 def test_mixup_with_odd_batches(image_folder: Path, tiny_config: Callable, tmp_path: Path) -> None:
-    cfg = tiny_config(epochs=1, batch_size=3, mix=MixConfig(mixup=0.2))
+    cfg = tiny_config(epochs=1, batch_size=3, mix=MixConfig("mixup", alpha=0.2))
     result = Trainer(cfg).fit(Collection.from_folder(image_folder), tmp_path / "run")
     assert math.isfinite(result.history[-1]["train_loss"])
     assert result.pool.entries
 
 
 def test_mixer_drops_the_odd_image() -> None:
-    mixer = MixUpCutMix(MixConfig(mixup=0.2), num_classes=3)
+    mixer = MixUpCutMix(0.2, 0.0, num_classes=3)
     x, y = mixer(torch.randn(5, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1]))
     assert x.shape == (4, 3, 8, 8) and y.shape == (4, 3)
     torch.testing.assert_close(y.sum(dim=1), torch.ones(4))
-    assert not MixConfig().enabled and MixConfig(cutmix=1.0).enabled
+    assert not MixConfig().enabled and MixConfig("cutmix").enabled
+
+
+def test_regularisers_compose_in_one_run(
+    image_folder: Path, tiny_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SynerMix + focal loss + per-class entropy together: the trainer builds each piece from
+    the config, uses the class-pairs sampler for SynerMix, and records the step time."""
+    built: dict[str, object] = {}
+    original_iter = ClassAwareBatchSampler.__iter__
+
+    def spy_iter(self):
+        built["sampler"] = self
+        return original_iter(self)
+
+    monkeypatch.setattr(ClassAwareBatchSampler, "__iter__", spy_iter)
+    cfg = tiny_config(
+        epochs=1,
+        batch_size=4,
+        mix=MixConfig("synermix", beta=0.1),
+        loss=LossConfig("focal", gamma=2.0, alpha="inverse_frequency"),
+        entropy=EntropyConfig(weight=0.1, per_class=True),
+    )
+    trainer = Trainer(cfg)
+    result = trainer.fit(Collection.from_folder(image_folder), tmp_path / "run")
+    assert math.isfinite(result.history[-1]["train_loss"])
+    assert result.history[-1]["step_seconds"] > 0
+    assert isinstance(built.get("sampler"), ClassAwareBatchSampler)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["mix"]["method"] == "synermix" and saved["loss"]["name"] == "focal"
+    assert TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig().to_dict()})
+
+
+def test_focal_loss_gets_class_weights_from_the_training_split(
+    image_folder: Path, tiny_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[torch.Tensor] = []
+    original = FocalLoss.forward
+
+    def spy(self, logits, target, mask=None):
+        seen.append(self.alpha.detach().clone())
+        return original(self, logits, target, mask)
+
+    monkeypatch.setattr(FocalLoss, "forward", spy)
+    cfg = tiny_config(epochs=1, loss=LossConfig("focal", alpha="inverse_frequency"))
+    collection = Collection.from_folder(image_folder)
+    Trainer(cfg).fit(collection, tmp_path / "run")
+    split = Collection.from_split_file(
+        tmp_path / "run" / "split.csv", collection.root, collection.label_column
+    )
+    counts = np.bincount(split.split("train").targets(), minlength=len(collection.classes))
+    expected = (1 / counts) / (1 / counts).mean()
+    torch.testing.assert_close(seen[0].cpu(), torch.tensor(expected, dtype=seen[0].dtype))
 
 
 def test_random_head_has_no_probe_epoch(
@@ -204,8 +260,13 @@ def test_from_dict_augment_and_mix() -> None:
     assert cfg.augment.scale == (0.5, 1)
     cfg = TrainConfig.from_dict({"augment": {"vflip": 0.5}})  # default preset: photo
     assert cfg.augment.hflip == 0.5 and cfg.augment.vflip == 0.5
-    cfg = TrainConfig.from_dict({"mix": {"mixup": 0.2}})
-    assert cfg.mix == MixConfig(mixup=0.2)
+    cfg = TrainConfig.from_dict({"mix": {"method": "mixup", "alpha": 0.2}})
+    assert cfg.mix == MixConfig("mixup", alpha=0.2)
+    cfg = TrainConfig.from_dict({"mix": "synermix", "loss": "focal", "entropy": 0.05})
+    assert cfg.mix.method == "synermix" and cfg.loss.name == "focal"
+    assert cfg.entropy == EntropyConfig(weight=0.05)
+    with pytest.raises(ValueError, match="unknown loss options"):
+        TrainConfig.from_dict({"loss": {"name": "focal", "gama": 2}})
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
     with pytest.raises(ValueError, match="unknown training options"):
         TrainConfig.from_dict({"epochz": 3})
@@ -220,9 +281,10 @@ def test_load_config_file_then_overrides(tmp_path: Path) -> None:
     assert cfg.epochs == 7 and cfg.lr == 0.001 and cfg.batch_size == 2
     assert cfg.augment.hflip == 0.0 and cfg.augment.rotate == 4.0  # glyphs, one change
     nested = tmp_path / "n.yaml"
-    nested.write_text("train:\n  epochs: 4\n  mix: {mixup: 0.3}\n")
-    cfg = load_config(nested, {"mix": {"cutmix": 1.0}})
-    assert cfg.epochs == 4 and cfg.mix.mixup == 0.3 and cfg.mix.cutmix == 1.0
+    nested.write_text("train:\n  epochs: 4\n  mix: synermix\n  loss: {name: focal}\n")
+    cfg = load_config(nested, {"mix": {"beta": 0.2}, "loss": {"gamma": 1.0}})
+    assert cfg.epochs == 4 and cfg.mix.method == "synermix" and cfg.mix.beta == 0.2
+    assert cfg.loss.name == "focal" and cfg.loss.gamma == 1.0
     assert load_config(None) == TrainConfig()
     empty = tmp_path / "empty.yaml"
     empty.write_text("")

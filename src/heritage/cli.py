@@ -7,7 +7,7 @@ over the file, and the file wins over the defaults.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -87,6 +87,12 @@ def _collection_spec(source: str | None, config: Path | None, **options):
     return CollectionSpec.from_dict(data)
 
 
+def _given(**options: Any) -> dict[str, Any] | None:
+    """The options the user gave (not None), or None when none was."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return given or None
+
+
 def _fail(exc: Exception) -> None:
     console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(code=2)
@@ -132,8 +138,44 @@ def train(
             "writing, hieroglyphs, coins), none."
         ),
     ] = None,
-    mixup: Annotated[float | None, typer.Option(help="MixUp alpha (0 = off).")] = None,
-    cutmix: Annotated[float | None, typer.Option(help="CutMix alpha (0 = off).")] = None,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            help="Mixing: none, mixup, cutmix, mixup_cutmix, manifold_mixup, synermix "
+            "(intra- + inter-class), synermix_intra."
+        ),
+    ] = None,
+    mix_alpha: Annotated[
+        float | None, typer.Option(help="Beta(α, α) of MixUp / Manifold MixUp / SynerMix.")
+    ] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option(help="SynerMix weight of the intra-class loss (0.1 synermix, 0.5 intra)."),
+    ] = None,
+    inter: Annotated[
+        str | None,
+        typer.Option(help="SynerMix inter-class part: manifold (features, one pass) or input."),
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="Loss: ce or focal.")] = None,
+    gamma: Annotated[float | None, typer.Option(help="Focal loss focusing parameter.")] = None,
+    focal_alpha: Annotated[
+        str | None,
+        typer.Option(help="Focal loss class weights: inverse_frequency (default: none)."),
+    ] = None,
+    entropy: Annotated[
+        float | None,
+        typer.Option(help="Weight λ of the feature-entropy bonus (keeps fine-grain detail)."),
+    ] = None,
+    entropy_per_class: Annotated[
+        bool | None,
+        typer.Option(
+            "--entropy-per-class/--entropy-global", help="Entropy within each class or global."
+        ),
+    ] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option(help="Batches: auto, random, class_pairs (≥ 2 images per class present)."),
+    ] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
@@ -181,10 +223,10 @@ def train(
                 "image_size": image_size,
                 "resize_mode": resize_mode,
                 "augment": {"preset": augment} if augment else None,
-                "mix": {
-                    k: v for k, v in {"mixup": mixup, "cutmix": cutmix}.items() if v is not None
-                }
-                or None,
+                "mix": _given(method=mix, alpha=mix_alpha, beta=beta, inter=inter),
+                "loss": _given(name=loss, gamma=gamma, alpha=focal_alpha),
+                "entropy": _given(weight=entropy, per_class=entropy_per_class),
+                "sampler": sampler,
                 "label_smoothing": label_smoothing,
                 "epochs": epochs,
                 "batch_size": batch_size,

@@ -554,6 +554,30 @@ class Collection:
             raise CollectionError(f"Unknown split {name!r}; use one of {', '.join(SPLITS)}.")
         return self._replace(self.records[self.records["split"] == key])
 
+    def limit_per_class(self, n: int, *, seed: int = 0, split: str = "train") -> Collection:
+        """Keep at most n images per class in one split (a seeded random subset), others
+        untouched: the 'low-data' regime, evaluated on the same val/test images as a full run.
+
+        The class list stays the same so targets and heads stay comparable with full runs.
+        Every class is shuffled whether or not it is cut, so for one seed a smaller n keeps a
+        subset of what a larger n keeps (learning curves over n are nested).
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise CollectionError(f"n={n!r}: need a whole number of images per class, at least 1.")
+        if not self.has_split:
+            raise CollectionError("This collection has no split; call with_split() first.")
+        key = _normalise_split(split)
+        if key not in SPLITS:
+            raise CollectionError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+        rng = np.random.default_rng(seed)
+        in_split = (self.records["split"] == key).to_numpy()
+        labels = self.records["label"].to_numpy(dtype=object)
+        keep = np.ones(len(self.records), dtype=bool)
+        for label in self.classes:
+            chosen = rng.permutation(np.flatnonzero(in_split & (labels == label)))
+            keep[chosen[n:]] = False
+        return self._replace(self.records[keep])
+
     def targets(self) -> np.ndarray:
         """Class indices into self.classes, aligned with records."""
         index = {c: i for i, c in enumerate(self.classes)}

@@ -6,13 +6,20 @@ gradients distort the pretrained features, while starting from the probe's head 
 (LP-FT; Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform
 Out-of-Distribution", ICLR 2022). Features are computed once and cached, so the probe costs one
 forward pass over the images.
+
+The same frozen features also tell how much a fine-tune kept beyond its own labels: train on a
+coarse label, then score a finer one on the learned features with k-NN and a linear probe
+(:func:`fine_label_scores`), the coarse-to-fine protocol of Baena et al. (arXiv 2208.03684).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader
@@ -84,3 +91,72 @@ class LinearProbe:
         bias = np.full(self.n_classes_, -10.0)
         weight[self.classes_], bias[self.classes_] = w, b
         return torch.tensor(weight, dtype=torch.float32), torch.tensor(bias, dtype=torch.float32)
+
+
+def knn_top1(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    k: int = 5,
+) -> float:
+    """Cosine k-NN top-1 accuracy: majority vote of the k nearest training rows, a tie going to
+    the tied label with the nearest neighbour.
+
+    No training, so it reads the feature geometry as it is (the probe below can re-weight
+    dimensions). scikit-learn's ``KNeighborsClassifier`` breaks ties by the smallest label,
+    which favours low class indices, hence the vote here. ``k`` larger than the training set
+    uses every training row.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    if len(train_features) != len(train_labels) or len(test_features) != len(test_labels):
+        raise ValueError("features and labels must have the same number of rows")
+    if len(train_labels) == 0 or len(test_labels) == 0:
+        raise ValueError("k-NN needs at least one training and one test row")
+    k = min(k, len(train_labels))
+    nn_index = NearestNeighbors(n_neighbors=k, metric="cosine").fit(train_features)
+    neighbours = nn_index.kneighbors(test_features, return_distance=False)  # nearest first
+    votes = train_labels[neighbours]  # (n_test, k)
+    # how many of the k share each neighbour's label; argmax takes the first (nearest) of a tie
+    counts = (votes[:, :, None] == votes[:, None, :]).sum(axis=2)
+    predicted = votes[np.arange(len(votes)), counts.argmax(axis=1)]
+    return float(np.mean(predicted == test_labels))
+
+
+@dataclass
+class FineScores:
+    """Top-1 accuracy on fine labels from features trained on coarse ones."""
+
+    fine_knn_top1: float
+    fine_probe_top1: float
+
+
+def fine_label_scores(
+    train_features: np.ndarray,
+    train_fine_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_fine_labels: np.ndarray,
+    *,
+    k: int = 5,
+) -> FineScores:
+    """k-NN and :class:`LinearProbe` top-1 on the fine labels.
+
+    The two answer different questions: k-NN whether fine classes are neighbourhoods of the
+    feature space as it is, the probe whether they are still linearly recoverable. Labels may be
+    any values (names, non-contiguous ids); they are encoded together, so a fine class seen only
+    at test time counts as an error rather than breaking the probe.
+    """
+    train_fine_labels, test_fine_labels = (
+        np.asarray(train_fine_labels),
+        np.asarray(test_fine_labels),
+    )
+    classes, encoded = np.unique(
+        np.concatenate([train_fine_labels, test_fine_labels]), return_inverse=True
+    )
+    y_train, y_test = encoded[: len(train_fine_labels)], encoded[len(train_fine_labels) :]
+    knn = knn_top1(train_features, y_train, test_features, y_test, k=k)
+    probe = LinearProbe().fit(train_features, y_train, n_classes=len(classes))
+    predicted = probe.predict_proba(test_features).argmax(axis=1)
+    return FineScores(fine_knn_top1=knn, fine_probe_top1=float(np.mean(predicted == y_test)))

@@ -1,9 +1,13 @@
 """Fine-tuning with a checkpoint pool, resumable at every epoch.
 
-The loop is plain PyTorch on purpose: devices and precision come from :mod:`heritage.runtime`,
-mixing from :mod:`heritage.training.mixing`, losses from :mod:`heritage.training.losses`. The
-recipe is the model-soups paper's: AdamW and cosine annealing with warm restarts, so one run
-visits several minima and leaves diverse ingredients for :mod:`heritage.soups`.
+The loop is plain PyTorch on purpose, and composes pieces that each live in their own module:
+devices and precision from :mod:`heritage.runtime`, the loss (cross-entropy or focal) from
+:mod:`heritage.training.losses`, what a step optimises (plain, MixUp/CutMix, Manifold MixUp,
+SynerMix) from :mod:`heritage.training.mixing`, feature regularisers (entropy) from
+:mod:`heritage.training.regularisers`, and the class-aware batch sampler from
+:mod:`heritage.training.samplers`. The recipe is the model-soups paper's: AdamW and cosine
+annealing with warm restarts, so one run visits several minima and leaves diverse ingredients
+for :mod:`heritage.soups`.
 
 Run folder written by :func:`train` (everything later commands need)::
 
@@ -53,9 +57,12 @@ from heritage.runtime import (
     resolve_workers,
     seed_everything,
 )
-from heritage.training.losses import CrossEntropy
-from heritage.training.mixing import MixConfig, MixUpCutMix
+from heritage.training.losses import LossConfig, create_loss
+from heritage.training.mixing import MixConfig, create_objective
+from heritage.training.objectives import Objective
 from heritage.training.pool import CheckpointPool
+from heritage.training.regularisers import EntropyConfig, EntropyRegulariser
+from heritage.training.samplers import ClassAwareBatchSampler
 
 
 @dataclass
@@ -69,7 +76,10 @@ class TrainConfig:
     image_size: int | None = None  # None: the backbone's pretrained input size
     resize_mode: ResizeMode = "crop"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mix: MixConfig = field(default_factory=MixConfig)
+    mix: MixConfig = field(default_factory=MixConfig)  # MixUp, CutMix, SynerMix, ...
+    loss: LossConfig = field(default_factory=LossConfig)  # cross-entropy or focal
+    entropy: EntropyConfig = field(default_factory=EntropyConfig)  # feature entropy bonus
+    sampler: Literal["auto", "random", "class_pairs"] = "auto"  # auto: pairs if the mix needs it
     label_smoothing: float = 0.1
     head_init: Literal["probe", "random"] = "probe"  # LP-FT: start from a linear probe's head
     epochs: int = 12
@@ -97,6 +107,7 @@ class TrainConfig:
             "precision": ("auto", "fp32", "bf16", "fp16"),
             "resize_mode": ("crop", "squash"),
             "head_init": ("probe", "random"),
+            "sampler": ("auto", "random", "class_pairs"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -116,7 +127,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a YAML mapping; ``augment`` may be a preset name or a mapping with an
-        optional ``preset`` key. Unknown keys are an error, not silently ignored."""
+        optional ``preset`` key, ``mix`` a method name or a mapping, ``loss`` a loss name or a
+        mapping, ``entropy`` a weight or a mapping. Unknown keys are an error, not silently
+        ignored."""
         data = dict(data)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -131,9 +144,23 @@ class TrainConfig:
                 if key in aug:
                     aug[key] = tuple(aug[key])
             data["augment"] = AugmentConfig.preset(aug.pop("preset", "photo"), **aug)
-        if isinstance(data.get("mix"), dict):
-            data["mix"] = MixConfig(**data["mix"])
+        sections = {"mix": (MixConfig, "method"), "loss": (LossConfig, "name")}
+        sections["entropy"] = (EntropyConfig, "weight")
+        for key, (config_class, shorthand) in sections.items():
+            value = data.get(key)
+            if isinstance(value, dict):
+                _check_keys(key, value, config_class)
+                data[key] = config_class(**value)
+            elif value is not None and not isinstance(value, config_class):
+                data[key] = config_class(**{shorthand: value})
         return cls(**data)
+
+
+def _check_keys(section: str, value: dict[str, Any], config_class: type) -> None:
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"unknown {section} options {unknown}; valid: {sorted(known)}")
 
 
 @dataclass
@@ -218,7 +245,8 @@ class _LoopParts:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     criterion: nn.Module
-    mixer: MixUpCutMix | None
+    objective: Objective
+    regularisers: list[nn.Module]
     device: torch.device
     precision: Precision
 
@@ -290,14 +318,18 @@ class Trainer:
         )
         val_ds = ImageDataset(val_set.paths(), val_set.targets(), cache, eval_transform(prep))
         batch_size = min(cfg.batch_size, len(train_ds))
-        train_loader = make_loader(
-            train_ds,
-            batch_size,
-            shuffle=True,
-            workers=workers,
-            seed=cfg.seed,
-            drop_last=len(train_ds) > batch_size,
-        )
+        objective = create_objective(cfg.mix, len(classes), cfg.label_smoothing)
+        if cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and objective.needs_class_pairs):
+            train_loader = _class_pairs_loader(train_ds, batch_size, workers, cfg.seed)
+        else:
+            train_loader = make_loader(
+                train_ds,
+                batch_size,
+                shuffle=True,
+                workers=workers,
+                seed=cfg.seed,
+                drop_last=len(train_ds) > batch_size,
+            )
         val_loader = make_loader(val_ds, batch_size * 2, shuffle=False, workers=0)
         steps_per_epoch = len(train_loader)
 
@@ -308,8 +340,11 @@ class Trainer:
             T_mult=cfg.restart_mult,
             eta_min=cfg.lr * cfg.min_lr_ratio,
         )
-        criterion = CrossEntropy(cfg.label_smoothing)
-        mixer = MixUpCutMix(cfg.mix, len(classes), cfg.label_smoothing) if cfg.mix.enabled else None
+        class_counts = np.bincount(train_set.targets(), minlength=len(classes))
+        criterion = create_loss(
+            cfg.loss, label_smoothing=cfg.label_smoothing, class_counts=class_counts.tolist()
+        )
+        regularisers = [EntropyRegulariser.from_config(cfg.entropy)] if cfg.entropy.enabled else []
         scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype is torch.float16)
         parts = _LoopParts(
             model,
@@ -318,8 +353,9 @@ class Trainer:
             optimizer,
             scheduler,
             scaler,
-            criterion,
-            mixer,
+            criterion.to(device),
+            objective,
+            regularisers,
             device,
             precision,
         )
@@ -385,6 +421,7 @@ class Trainer:
                 **metrics,
                 "lr": optimizer.param_groups[0]["lr"],
                 "epoch_seconds": epoch_seconds,
+                "step_seconds": epoch_seconds / steps_per_epoch,
             }
             history.append(metrics)
             joined = pool.offer(
@@ -436,6 +473,8 @@ class Trainer:
         model, loader, optimizer, scaler = parts.model, parts.loader, parts.optimizer, parts.scaler
         device, precision, steps_per_epoch = parts.device, parts.precision, len(parts.loader)
         model.train()
+        if isinstance(loader.batch_sampler, ClassAwareBatchSampler):
+            loader.batch_sampler.set_epoch(epoch)  # same batches again when resumed
         for module in parts.frozen:
             module.eval()
         if self.config.freeze_bn_stats:
@@ -448,11 +487,11 @@ class Trainer:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if self.config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                if parts.mixer is not None:
-                    x, y = parts.mixer(x, y)
                 with precision.autocast(device):
-                    logits = model(x)
-                loss = parts.criterion(logits, y)
+                    out = parts.objective(model, x, y, parts.criterion)
+                loss = out.loss
+                for regulariser in parts.regularisers:
+                    loss = loss + regulariser(out.features, out.labels)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(
                         f"loss became {loss.item()} at epoch {epoch}, step {step}: lower the "
@@ -492,6 +531,28 @@ class Trainer:
             "val_macro_f1": ev.macro_f1,
             "val_ece": ev.ece,
         }
+
+
+def _class_pairs_loader(
+    dataset: ImageDataset, batch_size: int, workers: int, seed: int
+) -> DataLoader:
+    """Batches where every class present has at least two images (SynerMix-Intra mixes
+    features within a class)."""
+    sampler = ClassAwareBatchSampler(
+        dataset.targets,
+        batch_size,
+        images_per_class=2,
+        seed=seed,
+        drop_last=len(dataset) > batch_size,
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def _split_for_run(collection: Collection, split_path: Path, cfg: TrainConfig) -> Collection:
@@ -569,12 +630,13 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """YAML file (optional) then explicit overrides (e.g. from the CLI) -> TrainConfig."""
     data: dict[str, Any] = read_config_file(path)["train"]
+    shorthands = {"augment": "preset", "mix": "method", "loss": "name", "entropy": "weight"}
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key in ("augment", "mix") and isinstance(value, dict):
+        if key in shorthands and isinstance(value, dict):
             base = data.get(key) or {}
-            base = {"preset": base} if isinstance(base, str) else dict(base)
+            base = dict(base) if isinstance(base, dict) else {shorthands[key]: base}
             data[key] = {**base, **value}
         else:
             data[key] = value

@@ -1,0 +1,265 @@
+"""Regularisers benchmark (issue: training regularisers): CE, MixUp, Manifold MixUp,
+SynerMix-Intra, SynerMix and focal loss in a low-data and a full-data regime, each also through
+a greedy soup; and coarse → fine with and without entropic feature regularisation.
+
+    python benchmarks/regularisers.py classify                 # everything below, seeds 0 1 2
+    python benchmarks/regularisers.py classify --datasets ich-mekong --regimes low --seeds 0
+    python benchmarks/regularisers.py choose-entropy           # λ and variant, validation only
+    python benchmarks/regularisers.py coarse-fine              # ce vs ce_entropy, test split
+
+Every finished run leaves its scores in ``<run>/bench.json``; a rerun reuses them, so the
+benchmark can be stopped and continued. Records go to benchmarks/results/regularisers.json
+with the regime in the dataset name (``hieroglyphs-unas/low``). Selection (checkpoints, greedy
+order, λ) reads train and val only; test is read once per method, for the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heritage.collection import Collection
+from heritage.data import ImageDataset, eval_transform
+from heritage.model import ImageClassifier
+from heritage.probe import extract_features, fine_label_scores
+from heritage.progress import console
+from heritage.run import Run
+from heritage.runtime import Precision, configure_threads, hardware_label, resolve_device
+from heritage.training.trainer import TrainConfig, Trainer, make_loader
+
+try:  # run as a script (python benchmarks/regularisers.py) or as a module
+    from records import RecordBook
+    from soups import DATA, SETUPS, Setup
+except ImportError:
+    from benchmarks.records import RecordBook
+    from benchmarks.soups import DATA, SETUPS, Setup
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "benchmarks" / "runs" / "regularisers"
+
+#: The shared base per dataset: the soups benchmark's settings, made cheaper for hieroglyphs
+#: (96 px, 9 epochs = three restart cycles) because this benchmark trains 6 methods x 2 regimes
+#: x 3 seeds on two CPU cores. Methods are compared with each other on the same base.
+BASE = {
+    "ich-mekong": SETUPS["ich-mekong"].config,
+    "hieroglyphs-unas": {**SETUPS["hieroglyphs-unas"].config, "image_size": 96, "epochs": 9},
+}
+#: What each method changes on the base (the issue's names; manifold_mixup is SynerMix's
+#: inter-class part alone, so both halves of SynerMix have their own baseline).
+METHODS = {
+    "ce": {},
+    "mixup": {"mix": {"method": "mixup", "alpha": 1.0}},
+    "manifold_mixup": {"mix": {"method": "manifold_mixup", "alpha": 1.0}},
+    "synermix_intra": {"mix": {"method": "synermix_intra", "beta": 0.5}},
+    "synermix": {"mix": {"method": "synermix", "beta": 0.1, "alpha": 1.0}},
+    "focal": {"loss": {"name": "focal", "gamma": 2.0}},
+}
+REGIMES = {"full": None, "low": 10}  # at most this many training images per class
+COARSE_FINE = {"dataset": "hieroglyphs-unas", "coarse": "category", "fine": "sign"}
+#: Entropy settings tried on validation by `choose-entropy` (weight, per_class)
+ENTROPY_GRID = [(w, pc) for pc in (False, True) for w in (0.1, 0.3, 1.0)]
+
+
+def train_collection(setup: Setup, regime: str, seed: int, label_column: str | None = None):
+    collection = Collection.load(
+        DATA / setup.manifest,
+        label_column=label_column or setup.label_column,
+        ignore_splits=setup.ignore_splits,
+        check_images=False,
+    )
+    limit = REGIMES[regime]
+    return collection if limit is None else collection.limit_per_class(limit, seed=seed)
+
+
+def fit_run(cfg: TrainConfig, collection: Collection, run_dir: Path) -> dict:
+    """Train (or resume) one run; returns its training summary."""
+    result = Trainer(cfg).fit(collection, run_dir)
+    steps = [h["step_seconds"] for h in result.history if "step_seconds" in h]
+    return {
+        "train_seconds": result.train_seconds,
+        "step_seconds": float(np.median(steps)),
+        "train_images_per_second": result.train_images_per_second,
+    }
+
+
+def cached(run_dir: Path, compute: Callable[..., dict], *args: Any) -> dict:
+    """Scores of a finished run, computed once by ``compute(*args)``."""
+    path = run_dir / "bench.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    scores = compute(*args)
+    path.write_text(json.dumps(scores, indent=2))
+    return scores
+
+
+# ---------------------------------------------------------------------- classify
+def classify_scores(cfg: TrainConfig, collection: Collection, run_dir: Path) -> dict:
+    summary = fit_run(cfg, collection, run_dir)
+    run = Run.open(run_dir)
+    run.cook_soups(recipes=("greedy",))
+    results = run.evaluate("test", ("best_checkpoint", "greedy_soup"))
+    return {
+        **summary,
+        "single": {
+            "top1": results["best_checkpoint"].top1,
+            "macro_f1": results["best_checkpoint"].macro_f1,
+        },
+        "soup": {"top1": results["greedy_soup"].top1, "macro_f1": results["greedy_soup"].macro_f1},
+    }
+
+
+def classify(args: argparse.Namespace, book: RecordBook) -> None:
+    for name in args.datasets:
+        setup = SETUPS[name]
+        for regime in args.regimes:
+            for method in args.methods:
+                for seed in args.seeds:
+                    console.rule(f"{name}/{regime} · {method} · seed {seed}")
+                    cfg = TrainConfig.from_dict(
+                        {**BASE[name], **METHODS[method], "seed": seed, "device": args.device}
+                    )
+                    run_dir = args.runs / name / regime / method / f"seed{seed}"
+                    scores = cached(
+                        run_dir,
+                        classify_scores,
+                        cfg,
+                        train_collection(setup, regime, seed),
+                        run_dir,
+                    )
+                    dataset = f"{name}/{regime}"
+                    for metric in ("top1", "macro_f1"):
+                        book.add(dataset, method, metric, scores["single"][metric])
+                        book.add(dataset, f"{method}+greedy_soup", metric, scores["soup"][metric])
+                    book.add(dataset, method, "step_seconds", scores["step_seconds"])
+                    book.write()
+
+
+# ---------------------------------------------------------------------- coarse -> fine
+def entropy_name(weight: float, per_class: bool) -> str:
+    return f"ce_entropy_{weight:g}_{'per_class' if per_class else 'global'}"
+
+
+def coarse_fine_scores(
+    cfg: TrainConfig, run_dir: Path, split: str, device: torch.device
+) -> dict[str, float]:
+    """Train on the coarse label; score the coarse task and the fine task on ``split`` (val for
+    choosing λ, test for the report) with the best checkpoint (chosen on coarse val macro-F1)."""
+    setup = SETUPS[COARSE_FINE["dataset"]]
+    coarse = train_collection(setup, "full", cfg.seed, COARSE_FINE["coarse"])
+    summary = fit_run(cfg, coarse, run_dir)
+    run = Run.open(run_dir)
+    coarse_ev = run.evaluate(split, ("best_checkpoint",))["best_checkpoint"]
+    fine = train_collection(setup, "full", cfg.seed, COARSE_FINE["fine"])
+    model = ImageClassifier.load(run.model_path("best_checkpoint"), str(device))
+    features = {}
+    for part_name in ("train", split):
+        part = fine.split(part_name)
+        run.cache.load(part.paths())
+        ds = ImageDataset(part.paths(), part.targets(), run.cache, eval_transform(run.cache.prep))
+        loader = make_loader(ds, 64, shuffle=False, workers=0)
+        features[part_name] = extract_features(
+            model.model, loader, device, Precision.resolve(cfg.precision, device)
+        )
+    fine_ev = fine_label_scores(*features["train"], *features[split], k=5)
+    return {
+        **summary,
+        "coarse_top1": coarse_ev.top1,
+        "fine_knn_top1": fine_ev.fine_knn_top1,
+        "fine_probe_top1": fine_ev.fine_probe_top1,
+    }
+
+
+def coarse_fine_config(seed: int, device: str, entropy: dict | None = None) -> TrainConfig:
+    overrides = {"entropy": entropy} if entropy else {}
+    return TrainConfig.from_dict(
+        {**BASE[COARSE_FINE["dataset"]], **overrides, "seed": seed, "device": device}
+    )
+
+
+def choose_entropy(args: argparse.Namespace, book: RecordBook) -> None:
+    """Validation only: every entropy setting of ENTROPY_GRID against plain CE, one seed."""
+    device = resolve_device(args.device)
+    dataset = f"{COARSE_FINE['dataset']}/coarse-fine-val"
+    settings = [("ce", None)] + [
+        (entropy_name(w, pc), {"weight": w, "per_class": pc}) for w, pc in ENTROPY_GRID
+    ]
+    for name, entropy in settings:
+        for seed in args.seeds:
+            console.rule(f"coarse → fine (val) · {name} · seed {seed}")
+            cfg = coarse_fine_config(seed, args.device, entropy)
+            run_dir = args.runs / "coarse-fine" / name / f"seed{seed}"
+            scores = cached(run_dir, coarse_fine_scores, cfg, run_dir, "val", device)
+            for metric in ("coarse_top1", "fine_knn_top1", "fine_probe_top1"):
+                book.add(dataset, name, f"val_{metric}", scores[metric])
+            book.write()
+
+
+def chosen_entropy() -> dict:
+    """The entropy setting with the best validation fine k-NN top-1 among those whose
+    validation coarse top-1 is within 1 point of plain CE (written by `choose-entropy`)."""
+    path = ROOT / "benchmarks" / "results" / "regularisers.json"
+    records = json.loads(path.read_text()) if path.is_file() else []
+    val = {
+        (r["method"], r["metric"]): r["mean"]
+        for r in records
+        if r["dataset"] == f"{COARSE_FINE['dataset']}/coarse-fine-val"
+    }
+    if ("ce", "val_coarse_top1") not in val:
+        raise SystemExit("run `python benchmarks/regularisers.py choose-entropy` first")
+    floor = val[("ce", "val_coarse_top1")] - 0.01
+    candidates = [
+        (val[(entropy_name(w, pc), "val_fine_knn_top1")], w, pc)
+        for w, pc in ENTROPY_GRID
+        if val.get((entropy_name(w, pc), "val_coarse_top1"), -1.0) >= floor
+    ]
+    if not candidates:
+        raise SystemExit("no entropy setting keeps validation coarse top-1 within 1 point of CE")
+    _, weight, per_class = max(candidates)
+    return {"weight": weight, "per_class": per_class}
+
+
+def coarse_fine(args: argparse.Namespace, book: RecordBook) -> None:
+    device = resolve_device(args.device)
+    entropy = chosen_entropy()
+    console.print(f"entropy setting chosen on validation: {entropy}")
+    dataset = f"{COARSE_FINE['dataset']}/full"
+    for name, setting in (("ce", None), ("ce_entropy", entropy)):
+        for seed in args.seeds:
+            console.rule(f"coarse → fine (test) · {name} · seed {seed}")
+            cfg = coarse_fine_config(seed, args.device, setting)
+            folder = name if setting is None else entropy_name(**setting)
+            run_dir = args.runs / "coarse-fine-test" / folder / f"seed{seed}"
+            scores = cached(run_dir, coarse_fine_scores, cfg, run_dir, "test", device)
+            for metric in ("coarse_top1", "fine_knn_top1", "fine_probe_top1"):
+                book.add(dataset, name, metric, scores[metric])
+            book.write()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=("classify", "choose-entropy", "coarse-fine"))
+    parser.add_argument("--datasets", nargs="+", default=list(BASE), choices=list(BASE))
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--runs", type=Path, default=RUNS)
+    args = parser.parse_args()
+    if args.seeds is None:  # λ is chosen on one seed; reports use three
+        args.seeds = [0] if args.task == "choose-entropy" else [0, 1, 2]
+    configure_threads()
+    book = RecordBook("regularisers", hardware_label(resolve_device(args.device)))
+    {"classify": classify, "choose-entropy": choose_entropy, "coarse-fine": coarse_fine}[args.task](
+        args, book
+    )
+    console.print(f"records written to {book.path}")
+
+
+if __name__ == "__main__":
+    main()

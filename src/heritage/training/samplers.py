@@ -1,0 +1,102 @@
+"""Batch samplers for objectives that need several images of a class in every batch.
+
+SynerMix-Intra synthesises a feature per class from that class's images in the batch; with a
+plain shuffled loader most classes of a many-class collection appear once per batch and there is
+nothing to mix. :class:`ClassAwareBatchSampler` fixes that without re-weighting classes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches in which every class present has at least ``images_per_class`` images, drawn in
+    natural class proportions.
+
+    Each epoch, every class's indices are shuffled and cut into groups of ``images_per_class``
+    (a class's last short group is topped up with other images of that class, repeating when
+    the class is smaller than a group); the groups are shuffled and packed into batches of
+    ``batch_size // images_per_class`` groups. Every image is seen about once per epoch, so an
+    epoch stays an epoch and class frequencies are not re-balanced (that would be a different
+    experiment). Batches hold ``(batch_size // images_per_class) * images_per_class`` rows.
+
+    The order depends only on ``(seed, epoch)``, so a resumed run that calls
+    :meth:`set_epoch` re-creates the same batches. Without ``set_epoch`` calls each pass over
+    the sampler moves on to the next epoch, so epochs still differ.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        batch_size: int,
+        images_per_class: int = 2,
+        seed: int = 0,
+        drop_last: bool = True,
+    ) -> None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.size == 0:
+            raise ValueError(
+                f"labels must be a non-empty 1-D sequence of class indices (got shape "
+                f"{labels.shape}); is the training split empty?"
+            )
+        if images_per_class < 1:
+            raise ValueError(f"images_per_class={images_per_class} must be at least 1.")
+        if batch_size < images_per_class:
+            raise ValueError(
+                f"batch_size={batch_size} is smaller than images_per_class={images_per_class}; "
+                "a batch must hold at least one group of a class's images."
+            )
+        _, inverse = np.unique(labels, return_inverse=True)
+        #: dataset indices of each class, in dataset order
+        by_class = np.argsort(inverse, kind="stable")
+        self._members = np.split(by_class, np.cumsum(np.bincount(inverse))[:-1])
+        self.images_per_class = images_per_class
+        self.groups_per_batch = batch_size // images_per_class
+        self.batch_size = self.groups_per_batch * images_per_class
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+        self._num_groups = sum(math.ceil(len(m) / images_per_class) for m in self._members)
+        if len(self) == 0:
+            raise ValueError(
+                f"{labels.size} images make only {self._num_groups} group(s) of "
+                f"{images_per_class}, fewer than the {self.groups_per_batch} a batch of "
+                f"{batch_size} needs, so drop_last=True leaves no batch; lower batch_size or "
+                "pass drop_last=False."
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the batches of ``epoch`` on the next pass."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self._num_groups // self.groups_per_batch
+        return math.ceil(self._num_groups / self.groups_per_batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1  # the next pass differs unless set_epoch says otherwise
+        k = self.images_per_class
+        groups: list[np.ndarray] = []
+        for members in self._members:
+            order = rng.permutation(members)
+            short = len(order) % k
+            if len(order) < k:  # a tiny class: repeat its images to fill one group
+                order = np.resize(order, k)
+            elif short:  # top up the last group with other images of the class
+                extra = rng.choice(order[: len(order) - short], k - short, replace=False)
+                order = np.concatenate([order, extra])
+            groups.extend(order.reshape(-1, k))
+        stacked = np.stack(groups)[rng.permutation(len(groups))]
+        g = self.groups_per_batch
+        for start in range(0, len(stacked), g):
+            chunk = stacked[start : start + g]
+            if len(chunk) < g and self.drop_last:
+                return
+            yield chunk.reshape(-1).tolist()

@@ -67,7 +67,7 @@ SETUPS = {
             "epochs": 12,
             "lr": 3e-4,
             "image_size": 128,
-            "resize_mode": "squash",
+            "resize_mode": "pad",
             "augment": "glyphs",
             "batch_size": 32,
         },

@@ -59,6 +59,13 @@ GRID = {
     "lr3e-4_bnfrozen_12ep": {"lr": 3e-4, "freeze_bn_stats": True, "epochs": 12},
     "lr1e-3_bnfrozen_12ep": {"lr": 1e-3, "freeze_bn_stats": True, "epochs": 12},
     "lr3e-4_bnfrozen_21ep": {"lr": 3e-4, "freeze_bn_stats": True, "epochs": 21},
+    # whole glyph, aspect ratio kept (BASE squashes every crop to a square)
+    "lr3e-4_bnfrozen_12ep_pad": {
+        "lr": 3e-4,
+        "freeze_bn_stats": True,
+        "epochs": 12,
+        "resize_mode": "pad",
+    },
     "lr3e-4_bnfrozen_12ep_160px": {
         "lr": 3e-4,
         "freeze_bn_stats": True,

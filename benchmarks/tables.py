@@ -38,17 +38,25 @@ def table(records: list[dict]) -> list[str]:
         methods = list(dict.fromkeys(r["method"] for r in recs))
         cell = {(r["method"], r["metric"]): r for r in recs}
         first = recs[0]
+        # rows run on other machines or with other seed counts say so in their own columns
+        per_row = [key for key in ("hardware", "n_seeds") if len({r[key] for r in recs}) > 1]
+        header = (
+            f"{first['n_seeds']} seeds, mean ± std" if first["n_seeds"] > 1 else "1 seed"
+        ) + f"; hardware: {first['hardware']}"
+        if per_row:
+            header = "per row: " + ", ".join(per_row) + " (mean ± std over seeds)"
         lines += [
             f"### {dataset}",
             "",
-            (f"{first['n_seeds']} seeds, mean ± std" if first["n_seeds"] > 1 else "1 seed")
-            + f"; hardware: {first['hardware']}; rerun: `{first['command']}`",
+            header + f"; rerun: `{first['command']}`",
             "",
-            "| method | " + " | ".join(metrics) + " |",
-            "|---|" + "---|" * len(metrics),
+            "| method | " + " | ".join(per_row + metrics) + " |",
+            "|---|" + "---|" * (len(per_row) + len(metrics)),
         ]
         for method in methods:
-            row = [fmt(cell[(method, m)]) if (method, m) in cell else "" for m in metrics]
+            first_of_row = next(r for r in recs if r["method"] == method)
+            row = [str(first_of_row[key]) for key in per_row]
+            row += [fmt(cell[(method, m)]) if (method, m) in cell else "" for m in metrics]
             lines.append(f"| {method} | " + " | ".join(row) + " |")
         lines.append("")
     return lines
@@ -86,13 +94,83 @@ TARGETS: dict[str, list[tuple]] = {
 }
 
 
+def _mean_gap(cell: dict, regime: str, method: str, rivals: tuple[str, ...]) -> list[float]:
+    """Per dataset of a regime: macro-F1 of ``method`` minus the best of ``rivals``."""
+    gaps = []
+    for dataset in ("hieroglyphs-unas", "ich-mekong"):
+        key = f"{dataset}/{regime}"
+        scores = [cell.get((key, m, "macro_f1")) for m in rivals]
+        mine = cell.get((key, method, "macro_f1"))
+        if mine is None or any(v is None for v in scores):
+            return []
+        gaps.append(mine - max(scores))
+    return gaps
+
+
+def regulariser_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
+    """The regularisers issue's targets that compare several records."""
+    rows = []
+    for rivals in (("mixup", "synermix_intra"), ("mixup", "manifold_mixup", "synermix_intra")):
+        names = " / ".join(rivals)
+        for regime, bound, word in (("low", 0.005, "+0.5 pt"), ("full", 0.0, "not worse")):
+            gaps = _mean_gap(cell, regime, "synermix", rivals)
+            if gaps:
+                mean = sum(gaps) / len(gaps)
+                text = f"SynerMix − best of {names}, macro-F1, mean of both datasets: {word}"
+                rows.append((f"both/{regime}", text, f"{100 * mean:+.2f} pt", mean >= bound))
+    focal = ("hieroglyphs-unas/full", "focal", "macro_f1")
+    ce = ("hieroglyphs-unas/full", "ce", "macro_f1")
+    if focal in cell and ce in cell:
+        rows.append(
+            (
+                focal[0],
+                "focal ≥ CE (macro-F1)",
+                f"{cell[focal]:.4f} vs {cell[ce]:.4f}",
+                cell[focal] >= cell[ce],
+            )
+        )
+    for dataset in ("hieroglyphs-unas/full", "ich-mekong/full"):
+        ratio = cell.get((dataset, "synermix", "step_time_vs_ce"))
+        if ratio is not None:
+            rows.append((dataset, "SynerMix step time ≤ 1.5 × CE", f"{ratio:.2f}×", ratio <= 1.5))
+    cf = "hieroglyphs-unas/full"
+    knn = [cell.get((cf, m, "fine_knn_top1")) for m in ("ce_entropy", "ce")]
+    coarse = [cell.get((cf, m, "coarse_top1")) for m in ("ce_entropy", "ce")]
+    if None not in knn and None not in coarse:
+        rows.append(
+            (
+                cf,
+                "entropy: fine k-NN top-1 ≥ CE + 3 pt",
+                f"{knn[0]:.4f} vs {knn[1]:.4f}",
+                knn[0] >= knn[1] + 0.03,
+            )
+        )
+        rows.append(
+            (
+                cf,
+                "entropy: coarse top-1 within 1 pt of CE",
+                f"{coarse[0]:.4f} vs {coarse[1]:.4f}",
+                coarse[0] >= coarse[1] - 0.01,
+            )
+        )
+    return rows
+
+
+#: Targets that compare several records: topic -> function of {(dataset, method, metric): mean}
+DERIVED_TARGETS = {"regularisers": regulariser_checks}
+
+
 def targets(topic: str, records: list[dict]) -> list[str]:
     """A table of the topic's targets, met or missed, from the measured means."""
-    checks = TARGETS.get(topic)
-    if not checks:
+    checks = TARGETS.get(topic, [])
+    derived = DERIVED_TARGETS.get(topic)
+    if not checks and derived is None:
         return []
     cell = {(r["dataset"], r["method"], r["metric"]): r["mean"] for r in records}
     lines = ["#### Targets", "", "| dataset | target | measured | met |", "|---|---|---|---|"]
+    if derived is not None:
+        for dataset, text, measured, met in derived(cell):
+            lines.append(f"| {dataset} | {text} | {measured} | {'yes' if met else '**no**'} |")
     for text, dataset, method, metric, bound in checks:
         value = cell.get((dataset, method, metric))
         if value is None:

@@ -74,6 +74,22 @@ def test_decode_squash_is_square(wide_image: Path) -> None:
     assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
 
 
+def test_decode_pad_keeps_aspect_with_border_colour(tmp_path: Path) -> None:
+    """A wide dark glyph on a light stone background: the whole glyph stays, undistorted, and
+    the padding takes the background's colour."""
+    arr = np.full((20, 60, 3), (200, 180, 150), dtype=np.uint8)
+    arr[8:12, 10:50] = 0  # a flat wide stroke
+    path = tmp_path / "glyph.png"
+    Image.fromarray(arr).save(path)
+    out = decode(str(path), _prep("pad"))
+    assert out.shape == (3, 32, 32)
+    assert tuple(out[:, 0, 0].tolist()) == (200, 180, 150)  # padding = border colour
+    assert tuple(out[:, 31, 16].tolist()) == (200, 180, 150)
+    dark_rows = (out.float().mean(dim=0) < 60).any(dim=1).nonzero().flatten()
+    dark_cols = (out.float().mean(dim=0) < 60).any(dim=0).nonzero().flatten()
+    assert dark_cols.max() - dark_cols.min() > 3 * (dark_rows.max() - dark_rows.min())  # still wide
+
+
 def test_decode_pil_equals_path(wide_image: Path) -> None:
     prep = _prep("crop")
     with Image.open(wide_image) as img:
@@ -83,7 +99,7 @@ def test_decode_pil_equals_path(wide_image: Path) -> None:
     assert decode(grey, prep).shape[0] == 3
 
 
-@pytest.mark.parametrize("mode", ["crop", "squash"])
+@pytest.mark.parametrize("mode", ["crop", "squash", "pad"])
 def test_dataset_shapes_and_normalisation(tmp_path: Path, mode: str) -> None:
     white = tmp_path / "white.png"
     Image.new("RGB", (50, 40), (255, 255, 255)).save(white)

@@ -24,7 +24,7 @@ import timm
 import torch
 from torch import nn
 
-ResizeMode = Literal["crop", "squash"]
+ResizeMode = Literal["crop", "squash", "pad"]
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,15 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
-    resize_mode: ResizeMode = "crop"  # "crop": shorter side then centre crop; "squash": whole image
+    # "crop": shorter side then centre crop; "squash": whole image stretched to a square;
+    # "pad": whole image, longer side to the input size, padded with its border colour (keeps
+    # the aspect ratio, which tells apart e.g. a tall and a wide hieroglyph)
+    resize_mode: ResizeMode = "crop"
 
     @property
     def resize_size(self) -> int:
         """Side the images are decoded to before cropping (the cached size)."""
-        if self.resize_mode == "squash":
+        if self.resize_mode in ("squash", "pad"):
             return self.input_size
         return round(self.input_size / self.crop_pct)
 

@@ -129,7 +129,10 @@ def train(
     ] = None,
     resize_mode: Annotated[
         str | None,
-        typer.Option(help="crop: shorter side then centre crop; squash: whole image to a square."),
+        typer.Option(
+            help="crop: shorter side then centre crop; squash: whole image stretched to a "
+            "square; pad: whole image, aspect kept, padded with its border colour."
+        ),
     ] = None,
     augment: Annotated[
         str | None,

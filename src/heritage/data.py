@@ -77,6 +77,20 @@ _RESAMPLE = {
 }
 
 
+def _pad_to_square(img: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    """Longer side to ``size``, centred on a square of the image's median border colour, so
+    the padding looks like background rather than a frame the model could learn from."""
+    w, h = img.size
+    s = size / max(w, h)
+    resized = img.resize((max(1, round(w * s)), max(1, round(h * s))), resample)
+    pixels = np.asarray(img)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    fill = tuple(int(v) for v in np.median(border, axis=0))
+    canvas = Image.new("RGB", (size, size), fill)
+    canvas.paste(resized, ((size - resized.width) // 2, (size - resized.height) // 2))
+    return canvas
+
+
 def decode(image: str | Image.Image, prep: Preprocessing) -> torch.Tensor:
     """Decode and resize one image to the cached working size as a uint8 CHW tensor."""
     img = load_image(image) if isinstance(image, str) else to_rgb(image)
@@ -84,6 +98,8 @@ def decode(image: str | Image.Image, prep: Preprocessing) -> torch.Tensor:
     resample = _RESAMPLE.get(prep.interpolation, Image.Resampling.BICUBIC)
     if prep.resize_mode == "squash":
         img = img.resize((size, size), resample)
+    elif prep.resize_mode == "pad":
+        img = _pad_to_square(img, size, resample)
     else:  # shorter side to `size`, keep aspect ratio (timm's eval transform)
         w, h = img.size
         s = size / min(w, h)
@@ -150,7 +166,7 @@ def train_transform(prep: Preprocessing, aug: AugmentConfig) -> v2.Transform:
 
 
 def eval_transform(prep: Preprocessing) -> v2.Transform:
-    """Centre crop of the cached image (a no-op for ``squash``), then normalise."""
+    """Centre crop of the cached image (a no-op for ``squash`` and ``pad``), then normalise."""
     return v2.Compose(
         [
             v2.CenterCrop(prep.input_size),

@@ -79,7 +79,7 @@ class TrainConfig:
     mix: MixConfig = field(default_factory=MixConfig)  # MixUp, CutMix, SynerMix, ...
     loss: LossConfig = field(default_factory=LossConfig)  # cross-entropy or focal
     entropy: EntropyConfig = field(default_factory=EntropyConfig)  # feature entropy bonus
-    sampler: Literal["auto", "random", "class_pairs"] = "auto"  # auto: pairs if the mix needs it
+    sampler: Literal["auto", "random", "class_pairs"] = "auto"  # auto: pairs when a piece needs it
     label_smoothing: float = 0.1
     head_init: Literal["probe", "random"] = "probe"  # LP-FT: start from a linear probe's head
     epochs: int = 12
@@ -105,7 +105,7 @@ class TrainConfig:
         """Fail at configuration time, not an hour into training."""
         choices = {
             "precision": ("auto", "fp32", "bf16", "fp16"),
-            "resize_mode": ("crop", "squash"),
+            "resize_mode": ("crop", "squash", "pad"),
             "head_init": ("probe", "random"),
             "sampler": ("auto", "random", "class_pairs"),
         }
@@ -319,7 +319,9 @@ class Trainer:
         val_ds = ImageDataset(val_set.paths(), val_set.targets(), cache, eval_transform(prep))
         batch_size = min(cfg.batch_size, len(train_ds))
         objective = create_objective(cfg.mix, len(classes), cfg.label_smoothing)
-        if cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and objective.needs_class_pairs):
+        # within-class pieces (SynerMix-Intra, per-class entropy) need two images per class
+        wants_pairs = objective.needs_class_pairs or (cfg.entropy.enabled and cfg.entropy.per_class)
+        if cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and wants_pairs):
             train_loader = _class_pairs_loader(train_ds, batch_size, workers, cfg.seed)
         else:
             train_loader = make_loader(

@@ -27,9 +27,16 @@ class RecordBook:
         self.path = RESULTS / f"{topic}.json"
         self.hardware = hardware
         self.values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self.seed_counts: dict[tuple[str, str, str], int] = {}
 
-    def add(self, dataset: str, method: str, metric: str, value: float) -> None:
+    def add(
+        self, dataset: str, method: str, metric: str, value: float, n_seeds: int | None = None
+    ) -> None:
+        """One value per seed; or, with ``n_seeds``, one value computed across that many
+        seeds (e.g. a variance across seeds), recorded with std 0."""
         self.values[(dataset, method, metric)].append(float(value))
+        if n_seeds is not None:
+            self.seed_counts[(dataset, method, metric)] = n_seeds
 
     def records(self) -> list[dict]:
         out = []
@@ -41,7 +48,7 @@ class RecordBook:
                     "metric": metric,
                     "mean": float(np.mean(vals)),
                     "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                    "n_seeds": len(vals),
+                    "n_seeds": self.seed_counts.get((dataset, method, metric), len(vals)),
                     "hardware": self.hardware,
                     "command": command_line(),
                 }

@@ -265,6 +265,10 @@ def test_from_dict_augment_and_mix() -> None:
     cfg = TrainConfig.from_dict({"mix": "synermix", "loss": "focal", "entropy": 0.05})
     assert cfg.mix.method == "synermix" and cfg.loss.name == "focal"
     assert cfg.entropy == EntropyConfig(weight=0.05)
+    old_run = TrainConfig.from_dict({"mix": {"mixup": 0.0, "cutmix": 0.0, "prob": 1.0}})
+    assert old_run.mix == MixConfig()  # config.yaml of runs from before named methods
+    old_run = TrainConfig.from_dict({"mix": {"mixup": 0.2, "cutmix": 1.0}})
+    assert old_run.mix == MixConfig("mixup_cutmix", alpha=0.2, cutmix_alpha=1.0)
     with pytest.raises(ValueError, match="unknown loss options"):
         TrainConfig.from_dict({"loss": {"name": "focal", "gama": 2}})
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()

@@ -484,5 +484,47 @@ def demo(
     console.print((out / "eval" / "test" / "comparison.md").read_text(), markup=False)
 
 
+@app.command()
+def analyze(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="Run folder(s) written by `heritage train` (and `heritage soup`); several runs "
+            "of the same collection (seeds) add the across-run bias–variance decomposition.",
+        ),
+    ],
+    split: Annotated[str, typer.Option(help="Split to analyse.")] = "test",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report folder: for one run, default RUN/analysis; for several, the across-run "
+            "report (default FIRST_RUN/analysis/seeds; each run's own report stays in it)."
+        ),
+    ] = None,
+    device: Device = None,
+) -> None:
+    """Bias–variance decomposition, checkpoint geometry (MDS) and diagnostics in one
+    self-contained HTML report (report.html, plots embedded) plus analysis.json."""
+    from heritage.analysis import analyze as analyze_run
+    from heritage.analysis import analyze_runs
+    from heritage.collection import CollectionError
+    from heritage.run import RunError
+
+    try:
+        if len(runs) == 1:
+            result = analyze_run(runs[0], split, out, device=device)
+            for skipped in result.skipped:
+                hint = f" (`{skipped.command}`)" if skipped.command else ""
+                console.print(f"[yellow]skipped[/] {skipped.what}: {skipped.reason}{hint}")
+            console.print(f"report: {result.report}")
+        else:
+            seeds = analyze_runs(runs, split, out, device=device)
+            console.print(f"reports: {', '.join(str(r.report) for r in seeds.runs)}")
+            console.print(f"across runs: {seeds.report}")
+    except (RunError, CollectionError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
 if __name__ == "__main__":
     app()

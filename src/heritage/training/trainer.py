@@ -144,6 +144,8 @@ class TrainConfig:
                 if key in aug:
                     aug[key] = tuple(aug[key])
             data["augment"] = AugmentConfig.preset(aug.pop("preset", "photo"), **aug)
+        if isinstance(data.get("mix"), dict):
+            data["mix"] = _upgrade_mix(data["mix"])
         sections = {"mix": (MixConfig, "method"), "loss": (LossConfig, "name")}
         sections["entropy"] = (EntropyConfig, "weight")
         for key, (config_class, shorthand) in sections.items():
@@ -154,6 +156,19 @@ class TrainConfig:
             elif value is not None and not isinstance(value, config_class):
                 data[key] = config_class(**{shorthand: value})
         return cls(**data)
+
+
+def _upgrade_mix(mix: dict[str, Any]) -> dict[str, Any]:
+    """Runs written before mixing methods had names stored MixUp / CutMix strengths
+    (``{mixup: α, cutmix: α}``); read them as the method they meant."""
+    if "mixup" not in mix and "cutmix" not in mix:
+        return mix
+    mix = dict(mix)
+    mixup, cutmix = float(mix.pop("mixup", 0.0)), float(mix.pop("cutmix", 0.0))
+    methods = {(True, True): "mixup_cutmix", (True, False): "mixup", (False, True): "cutmix"}
+    mix["method"] = methods.get((mixup > 0, cutmix > 0), "none")
+    mix.update({"alpha": mixup or 1.0, "cutmix_alpha": cutmix or 1.0})
+    return mix
 
 
 def _check_keys(section: str, value: dict[str, Any], config_class: type) -> None:

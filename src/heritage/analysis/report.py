@@ -1,0 +1,716 @@
+"""``heritage analyze``: one self-contained HTML report (and a JSON of its numbers) per run.
+
+:func:`analyze` reads a run folder written by ``heritage train`` / ``heritage soup`` — also a
+partial one — and puts in one place what explains its results:
+
+* the bias–variance decomposition of the test error over the run's checkpoints (0-1 loss:
+  Domingos; cross-entropy: Heskes), and where the best checkpoint, the soups and soft voting
+  land relative to it;
+* the checkpoint geometry: symmetric cross-entropy distances between the models' predictions,
+  the symmetrised KL divergence derived from them, an MDS map marking the greedy soup's
+  ingredients;
+* training curves, confusion matrix, per-class F1, reliability diagram with ECE, and the most
+  confident mistakes as thumbnails.
+
+Each model's probabilities are computed once per split and cached
+(:mod:`heritage.analysis.probabilities`); soft voting is the mean of the checkpoints'
+probabilities, with no extra forward pass. What cannot be computed (no soups yet, one
+checkpoint, no history) is listed in the report with the command that would make it.
+
+Within one run a soup is one model, so its own variance is only defined across runs:
+:func:`analyze_runs` takes runs of the same collection with different seeds (or resampled
+training sets) and decomposes each method's error across them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from heritage import __version__
+from heritage.analysis.bias_variance import compare_methods, describe_changes
+from heritage.analysis.diagnostics import (
+    ConfidentMistake,
+    confident_mistakes,
+    plot_decomposition,
+    plot_training_curves,
+    thumbnail_data_uri,
+)
+from heritage.analysis.geometry import SOUPS, Geometry, checkpoint_geometry, plot_geometry
+from heritage.analysis.html import esc, figure, page, table
+from heritage.analysis.probabilities import split_probabilities
+from heritage.evaluation import (
+    Evaluation,
+    _json_default,
+    evaluate,
+    plot_confusion,
+    plot_reliability,
+)
+from heritage.model import load_card, model_paths
+from heritage.progress import console
+
+__all__ = ["AnalysisResult", "SeedAnalysis", "Skipped", "analyze", "analyze_runs"]
+
+#: single-model methods compared with the checkpoints, in report order
+METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
+REFERENCE = "single_checkpoints"
+
+_SEED_NOTE = (
+    "Within one run each soup and the soft-voting ensemble is a single model, so its variance "
+    "— how much it changes when training is repeated with another seed or another resampled "
+    "training set — is zero by construction here and only defined across runs. The rows below "
+    "therefore show how each method's error compares with the checkpoints' mean error (bias + "
+    "net variance) and with their bias alone. For the across-seed decomposition, train the "
+    "same collection with different <code>--seed</code> values (with a fixed split, e.g. a "
+    "split column, so the test images are the same) and run "
+    "<code>heritage analyze RUN_SEED0 RUN_SEED1 RUN_SEED2</code>."
+)
+
+_FORMULAS = (
+    "<p class='small'><b>0-1 loss</b> (Domingos 2000): main prediction y<sub>m</sub> = the "
+    "class most models predict (ties: highest mean probability); bias = mean 1[y<sub>m</sub> "
+    "≠ y]; variance V = mean fraction of models disagreeing with y<sub>m</sub>; net variance = "
+    "unbiased variance (V where y<sub>m</sub> is right) − biased variance (the models that are "
+    "right where y<sub>m</sub> is wrong), so error = bias + net variance. <b>Cross-entropy</b> "
+    "(Heskes 1998): p̄ = normalised geometric mean of the models' distributions; "
+    "E<sub>i</sub>[−log p<sub>i</sub>(y)] = −log p̄(y) + E<sub>i</sub>[KL(p̄ ‖ p<sub>i</sub>)]"
+    " = bias + variance.</p>"
+)
+
+
+@dataclass
+class Skipped:
+    """A part of the report that could not be made, why, and the command that would make it."""
+
+    what: str
+    reason: str
+    command: str | None = None
+
+
+@dataclass
+class AnalysisResult:
+    """Everything :func:`analyze` computed for one run (the report shows it, the JSON has it)."""
+
+    run: Path
+    split: str
+    classes: list[str]
+    checkpoints: list[str]  # pool names, in epoch order
+    best_checkpoint: str  # by validation macro-F1
+    methods: list[str]  # available single-model methods of METHODS
+    reference: str  # model the diagnostics describe: greedy soup if cooked, else best ckpt
+    decomposition: pd.DataFrame  # compare_methods over the checkpoints and each method
+    summary: list[str]  # generated sentences on variance removed / bias added
+    geometry: Geometry | None
+    greedy_ingredients: list[str]
+    mistakes: list[ConfidentMistake]
+    skipped: list[Skipped]
+    notes: list[str]
+    report: Path
+    json: Path
+    targets: np.ndarray = field(repr=False)
+    paths: list[str] = field(repr=False)
+    probas: dict[str, np.ndarray] = field(repr=False)  # every model, incl. soft_voting
+    evaluations: dict[str, Evaluation] = field(repr=False)  # every model and method
+
+
+@dataclass
+class SeedAnalysis:
+    """The across-seed decomposition of :func:`analyze_runs`, plus each run's own analysis."""
+
+    runs: list[AnalysisResult]
+    split: str
+    n_images: int  # test images shared by every run
+    decomposition: pd.DataFrame
+    summary: list[str]
+    skipped: list[Skipped]
+    report: Path
+    json: Path
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _read_json(path: Path) -> dict | list | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _ingredients(run_folder: Path, soup: str, summary: dict) -> list[str] | None:
+    """Checkpoint names a soup was cooked from: soups/soups.json, else the soup's card."""
+    entry = summary.get(soup)
+    if isinstance(entry, dict) and isinstance(entry.get("ingredients"), list):
+        return [str(n) for n in entry["ingredients"]]
+    path = run_folder / "soups" / soup
+    if model_paths(path)[1].is_file():
+        found = load_card(path).provenance.get("ingredients")
+        return [str(n) for n in found] if isinstance(found, list) else None
+    return None
+
+
+def _epoch(name: str) -> int | None:
+    match = re.fullmatch(r"epoch_(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def _missing_checkpoints(run) -> list[str]:
+    """Names in pool.json whose files are gone (the pool left them out when it opened)."""
+    index = _read_json(run.pool.index_path) or {}
+    listed = [e.get("name") for e in index.get("entries", []) if isinstance(e, dict)]
+    present = {e.name for e in run.pool.entries}
+    return [str(n) for n in listed if n and n not in present]
+
+
+def _skipped_html(skipped: list[Skipped]) -> str:
+    if not skipped:
+        return ""
+    items = "".join(
+        f"<li><b>{esc(s.what)}</b>: {esc(s.reason)}"
+        + (f" — make it with <code>{esc(s.command)}</code>" if s.command else "")
+        + "</li>"
+        for s in skipped
+    )
+    return f"<div class='box skipped'><b>Not in this report</b><ul>{items}</ul></div>"
+
+
+def _notes_html(notes: list[str]) -> str:
+    if not notes:
+        return ""
+    return "<div class='box note'>" + "".join(f"<p>{esc(n)}</p>" for n in notes) + "</div>"
+
+
+def _finding_html(sentences: list[str]) -> str:
+    if not sentences:
+        return ""
+    return (
+        "<div class='box finding'><ul>"
+        + "".join(f"<li>{esc(s)}</li>" for s in sentences)
+        + "</ul></div>"
+    )
+
+
+def _decomposition_html(frame: pd.DataFrame) -> str:
+    header = [
+        "method",
+        "models",
+        "0-1 error",
+        "bias",
+        "variance",
+        "unbiased var.",
+        "biased var.",
+        "net variance",
+        "CE",
+        "CE bias",
+        "CE variance",
+    ]
+    rows = [
+        [str(m).replace("_", " "), int(r.models), *(float(v) for v in r.iloc[1:])]
+        for m, r in frame.iterrows()
+    ]
+    return table(header, rows, digits=4)
+
+
+def _write_json(path: Path, payload: dict) -> Path:
+    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _greedy_diversity(geometry: Geometry, checkpoints: list[str], greedy: list[str]) -> str | None:
+    """A sentence comparing the divergence among the greedy ingredients with all checkpoints."""
+    index = {n: i for i, n in enumerate(geometry.names)}
+    taken = [index[n] for n in greedy if n in index]
+    pool = [index[n] for n in checkpoints if n in index]
+    if len(pool) < 3 or len(taken) < 2:
+        return None
+
+    def mean_pair(ids: list[int]) -> float:
+        sub = geometry.divergence[np.ix_(ids, ids)]
+        return float(sub[np.triu_indices(len(ids), 1)].mean())
+
+    inside, overall = mean_pair(taken), mean_pair(pool)
+    word = "more" if inside > overall else "less"
+    return (
+        f"The greedy soup's {len(taken)} ingredients are {word} spread out than the pool: mean "
+        f"symmetrised KL {inside:.4f} between ingredients vs {overall:.4f} between any two "
+        "checkpoints."
+    )
+
+
+def _find_models(
+    run, skipped: list[Skipped], notes: list[str]
+) -> tuple[dict[str, Path], list[str]]:
+    """Model files to analyse (pool checkpoints, then the soups present) and the greedy soup's
+    ingredients; what is missing goes to ``skipped``, stale soups to ``notes``."""
+    models = {e.name: run.pool.folder / e.name for e in run.pool.entries}
+    checkpoints = set(models)
+    for name in _missing_checkpoints(run):
+        skipped.append(
+            Skipped(f"checkpoint {name}", "listed in pool/pool.json but its files are missing")
+        )
+    summary = _read_json(run.folder / "soups" / "soups.json")
+    summary = summary if isinstance(summary, dict) else {}
+    for soup in SOUPS:
+        if not model_paths(run.model_path(soup))[0].is_file():
+            skipped.append(
+                Skipped(
+                    soup.replace("_", " "),
+                    f"{run.folder / 'soups'} has no {soup}, so it is missing from the tables, "
+                    "the bias–variance comparison and the geometry map",
+                    f"heritage soup {run.folder}",
+                )
+            )
+            continue
+        models[soup] = run.model_path(soup)
+        gone = sorted(set(_ingredients(run.folder, soup, summary) or []) - checkpoints)
+        if gone:
+            notes.append(
+                f"The {soup.replace('_', ' ')} was cooked from checkpoints no longer in the "
+                f"pool ({', '.join(gone)}); rerun `heritage soup {run.folder}` to cook it from "
+                "the current pool."
+            )
+    greedy = _ingredients(run.folder, "greedy_soup", summary) if "greedy_soup" in models else None
+    return models, greedy or []
+
+
+# ------------------------------------------------------------------------------- one run
+
+
+def analyze(
+    run_dir: str | Path,
+    split: str = "test",
+    out: str | Path | None = None,
+    *,
+    device: str | None = None,
+    n_mistakes: int = 12,
+) -> AnalysisResult:
+    """Analyse one run on one split; write ``report.html`` and ``analysis.json`` to ``out``
+    (default ``RUN/analysis``). The probability cache always lives in ``RUN/analysis``.
+
+    Raises :class:`~heritage.run.RunError` for a folder that is not a run, a run without
+    checkpoints or an empty split, and ``CollectionError`` for an unknown split name."""
+    from heritage.run import Run, RunError
+
+    run = Run.open(run_dir)
+    part = run.collection.split(split)
+    if len(part) == 0:
+        raise RunError(f"the {split} split of {run.folder} has no images; try --split val")
+    out = Path(out) if out is not None else run.folder / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    skipped: list[Skipped] = []
+    notes: list[str] = []
+    classes = list(run.collection.classes)
+
+    models, greedy = _find_models(run, skipped, notes)
+    checkpoints = [e.name for e in run.pool.entries]
+
+    # ---- probabilities, once
+    probs = split_probabilities(
+        run, split, models, run.folder / "analysis" / f"probs_{split}.npz", device
+    )
+    y, paths = probs.targets, probs.paths
+    stack = np.stack([probs.probas[c] for c in checkpoints])  # (m, n, C)
+    all_probas = dict(probs.probas)
+    all_probas["soft_voting"] = stack.mean(axis=0)
+    best = run.pool.best("val_macro_f1").name
+    method_probas = {"best_checkpoint": all_probas[best]}
+    method_probas.update({s: all_probas[s] for s in SOUPS if s in models})
+    method_probas["soft_voting"] = all_probas["soft_voting"]
+    evaluations = {name: evaluate(y, p, classes) for name, p in all_probas.items()}
+    evaluations["best_checkpoint"] = evaluations[best]
+
+    # ---- bias–variance within the run
+    groups = {REFERENCE: stack, **{m: p[None] for m, p in method_probas.items()}}
+    decomposition = compare_methods(groups, y)
+    summary = describe_changes(decomposition, REFERENCE, across_seeds=False)
+    if len(checkpoints) < 2:
+        skipped.append(
+            Skipped(
+                "variance across checkpoints",
+                "the pool holds a single checkpoint, so there is no variance to remove; rerun "
+                "`heritage train` with the same options, this --out and more --epochs (it "
+                "resumes) to add checkpoints",
+            )
+        )
+    figures = {"bias_variance": plot_decomposition(decomposition, out / "bias_variance.png")}
+
+    # ---- geometry
+    geometry = None
+    geo_names = [*checkpoints, *(s for s in SOUPS if s in models), "soft_voting"]
+    if len(checkpoints) >= 2:
+        geometry = checkpoint_geometry({n: all_probas[n] for n in geo_names})
+        figures["geometry"] = plot_geometry(
+            geometry.names, geometry.xy, set(greedy), out / "geometry.png"
+        )
+    else:
+        skipped.append(Skipped("checkpoint geometry", "needs at least two checkpoints (see above)"))
+
+    # ---- training curves
+    history = _read_json(run.folder / "history.json")
+    if isinstance(history, list) and history:
+        pool_epochs = [e.epoch for e in run.pool.entries]
+        greedy_epochs = [ep for ep in map(_epoch, greedy) if ep is not None]
+        figures["curves"] = plot_training_curves(
+            history, out / "curves.png", pool_epochs=pool_epochs, greedy_epochs=greedy_epochs
+        )
+    else:
+        skipped.append(
+            Skipped(
+                "training curves",
+                f"{run.folder / 'history.json'} is missing or empty",
+                "heritage train (with the run's options and --out; it resumes and rewrites it)",
+            )
+        )
+
+    # ---- diagnostics of the reference model
+    reference = "greedy_soup" if "greedy_soup" in models else "best_checkpoint"
+    ev = evaluations[reference]
+    ref_label = reference.replace("_", " ") + (
+        f" ({best})" if reference == "best_checkpoint" else ""
+    )
+    figures["confusion"] = plot_confusion(
+        ev, out / "confusion.png", title=f"Confusion — {ref_label}"
+    )
+    figures["reliability"] = plot_reliability(y, method_probas[reference], out / "reliability.png")
+    mistakes = confident_mistakes(method_probas[reference], y, paths, classes, k=n_mistakes)
+
+    result = AnalysisResult(
+        run=run.folder,
+        split=split,
+        classes=classes,
+        checkpoints=checkpoints,
+        best_checkpoint=best,
+        methods=list(method_probas),
+        reference=reference,
+        decomposition=decomposition,
+        summary=summary,
+        geometry=geometry,
+        greedy_ingredients=greedy,
+        mistakes=mistakes,
+        skipped=skipped,
+        notes=notes,
+        report=out / "report.html",
+        json=out / "analysis.json",
+        targets=y,
+        paths=paths,
+        probas=all_probas,
+        evaluations=evaluations,
+    )
+    _write_json(result.json, _run_payload(result, probs.computed, probs.reused))
+    result.report.write_text(_run_html(result, figures), encoding="utf-8")
+    console.print(
+        f"analysis of {run.folder} on {split}: {len(probs.computed)} model(s) run, "
+        f"{len(probs.reused)} from the cache → {result.report}"
+    )
+    return result
+
+
+def _model_rows(result: AnalysisResult, best: str) -> list[dict]:
+    rows = []
+    for name in [*result.checkpoints, *(m for m in result.methods if m != "best_checkpoint")]:
+        ev = result.evaluations[name]
+        kind = {"soft_voting": "ensemble"}.get(name, "soup")
+        if name in result.checkpoints:
+            kind = "checkpoint (best by val macro-F1)" if name == best else "checkpoint"
+        rows.append(
+            {
+                "model": name,
+                "kind": kind,
+                "top1": ev.top1,
+                "macro_f1": ev.macro_f1,
+                "ece": ev.ece,
+                "nll": ev.nll,
+                "models_at_inference": len(result.checkpoints) if name == "soft_voting" else 1,
+            }
+        )
+    return rows
+
+
+def _run_payload(result: AnalysisResult, computed: list, reused: list) -> dict:
+    best = result.best_checkpoint
+    return {
+        "run": str(result.run),
+        "split": result.split,
+        "n_images": len(result.targets),
+        "n_classes": len(result.classes),
+        "checkpoints": result.checkpoints,
+        "best_checkpoint": best,
+        "reference_model": result.reference,
+        "models": {r.pop("model"): r for r in _model_rows(result, best)},
+        "bias_variance": {
+            "scope": "within_run",
+            "reference": REFERENCE,
+            "methods": result.decomposition.to_dict(orient="index"),
+            "summary": result.summary,
+        },
+        "geometry": None
+        if result.geometry is None
+        else {**result.geometry.to_dict(), "greedy_ingredients": result.greedy_ingredients},
+        "per_class_f1": {
+            m: {c.name: c.f1 for c in result.evaluations[m].per_class} for m in result.methods
+        },
+        "confident_mistakes": [m.to_dict() for m in result.mistakes],
+        "skipped": [s.__dict__ for s in result.skipped],
+        "notes": result.notes,
+        "cache": {"computed": computed, "reused": reused},
+        "heritage_version": __version__,
+    }
+
+
+def _mistakes_html(mistakes: list[ConfidentMistake]) -> str:
+    if not mistakes:
+        return "<p>No mistakes on this split.</p>"
+    cards = []
+    for m in mistakes:
+        uri = thumbnail_data_uri(m.image)
+        img = f'<img src="{uri}" alt="{esc(Path(m.image).name)}">' if uri else "<p>(unreadable)</p>"
+        cards.append(
+            f"<div class='card'>{img}<b>{esc(m.predicted)}</b> {m.confidence:.0%}<br>"
+            f"true: {esc(m.true)} ({m.true_probability:.0%})<br>"
+            f"<span class='small'>{esc(Path(m.image).name)}</span></div>"
+        )
+    return "<div class='grid'>" + "".join(cards) + "</div>"
+
+
+def _per_class_html(result: AnalysisResult) -> str:
+    ref = result.evaluations[result.reference]
+    order = sorted(
+        range(len(result.classes)), key=lambda i: (ref.per_class[i].f1, result.classes[i])
+    )
+    header = ["class", "support", *(m.replace("_", " ") for m in result.methods)]
+    rows = [
+        [
+            result.classes[i],
+            ref.per_class[i].support,
+            *(result.evaluations[m].per_class[i].f1 for m in result.methods),
+        ]
+        for i in order
+    ]
+    return table(header, rows)
+
+
+def _run_html(result: AnalysisResult, figures: dict[str, Path]) -> str:
+    best = result.best_checkpoint
+    name = result.run.name
+    parts = [
+        f"<h1>Analysis of run <code>{esc(name)}</code></h1>",
+        f"<p class='small'>{esc(result.run)} · {esc(result.split)} split: "
+        f"{len(result.targets)} images, {len(result.classes)} classes · "
+        f"{len(result.checkpoints)} checkpoints · heritage {esc(__version__)} · "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
+        _skipped_html(result.skipped),
+        _notes_html(result.notes),
+        "<h2>Models</h2>",
+        table(
+            ["model", "kind", "top-1", "macro-F1", "ECE", "NLL", "models at inference"],
+            [list(r.values()) for r in _model_rows(result, best)],
+        ),
+        "<p class='small'>Soft voting is the mean of the checkpoints' probabilities.</p>",
+        "<h2>Bias and variance</h2>",
+        f"<div class='box note'>{_SEED_NOTE}</div>",
+        _finding_html(result.summary),
+        _decomposition_html(result.decomposition),
+        _FORMULAS,
+        figure(figures["bias_variance"], "Error, bias and (net) variance per method"),
+        "<h2>Checkpoint geometry</h2>",
+    ]
+    if result.geometry is not None:
+        g = result.geometry
+        parts.append(
+            "<p>Distance between two models: d(p, q) = −mean over images of Σ<sub>c</sub> "
+            "[p<sub>c</sub> log q<sub>c</sub> + q<sub>c</sub> log p<sub>c</sub>]. Since d(p, p) "
+            "= 2H(p) ≠ 0, the map embeds the symmetrised KL divergence J = d(p, q) − (d(p, p) "
+            "+ d(q, q))/2 = KL(p‖q) + KL(q‖p) (≥ 0, zero for identical predictions), as √J, "
+            f"with metric MDS (stress-1 {g.stress:.3f}: below 0.1 the map is faithful).</p>"
+        )
+        parts.append(figure(figures["geometry"], "MDS map of the models' predictions"))
+        sentence = _greedy_diversity(g, result.checkpoints, result.greedy_ingredients)
+        if result.greedy_ingredients:
+            parts.append(
+                f"<p>Greedy soup ingredients: {esc(', '.join(result.greedy_ingredients))}.</p>"
+            )
+        if sentence:
+            parts.append(f"<p>{esc(sentence)}</p>")
+        parts.append("<h3>Symmetrised KL between models</h3>")
+        parts.append(
+            table(
+                ["", *(n.replace("_", " ") for n in g.names)],
+                [
+                    [n.replace("_", " "), *map(float, row)]
+                    for n, row in zip(g.names, g.divergence, strict=True)
+                ],
+                digits=4,
+            )
+        )
+    else:
+        parts.append("<p>Not enough checkpoints for a map (see above).</p>")
+    parts.append("<h2>Training curves</h2>")
+    if "curves" in figures:
+        parts.append(figure(figures["curves"], "Loss and validation scores per epoch"))
+    else:
+        parts.append("<p>No training history (see above).</p>")
+    ref_label = result.reference.replace("_", " ") + (
+        f" ({best})" if result.reference == "best_checkpoint" else ""
+    )
+    ev = result.evaluations[result.reference]
+    parts += [
+        f"<h2>Diagnostics of the {esc(ref_label)}</h2>",
+        f"<p>{esc(ev.summary())} · NLL {ev.nll:.3f}</p>",
+        figure(figures["confusion"], "Confusion matrix (rows: true class, row-normalised)"),
+        figure(
+            figures["reliability"],
+            f"Reliability diagram, ECE {ev.ece:.3f}: bars below the diagonal are over-confident",
+        ),
+        "<h3>Per-class F1 (worst first)</h3>",
+        _per_class_html(result),
+        f"<h2>Most confident mistakes of the {esc(ref_label)}</h2>",
+        _mistakes_html(result.mistakes),
+    ]
+    return page(f"heritage analysis — {name}", "\n".join(p for p in parts if p))
+
+
+# ------------------------------------------------------------------------------- seeds
+
+
+def analyze_runs(
+    run_dirs: Sequence[str | Path],
+    split: str = "test",
+    out: str | Path | None = None,
+    *,
+    device: str | None = None,
+) -> SeedAnalysis:
+    """Each run's own report, then the decomposition across runs (seeds, resampled training
+    sets) of the same collection, written to ``out`` (default ``FIRST_RUN/analysis/seeds``).
+
+    The model set of each method: ``single_checkpoints`` = every checkpoint of every run;
+    ``best_checkpoint``, ``uniform_soup``, ``greedy_soup``, ``soft_voting`` = one model per
+    run. Only images in the split of *every* run are used (runs whose splits were drawn with
+    different seeds share few), so no run is scored on its training images."""
+    if len(run_dirs) < 2:
+        raise ValueError("the across-seed analysis needs at least two runs")
+    results = [analyze(r, split, device=device) for r in run_dirs]
+    first = results[0]
+    for r in results[1:]:
+        if r.classes != first.classes:
+            raise ValueError(f"{r.run} has other classes than {first.run}: not the same collection")
+    common = set(first.paths)
+    for r in results[1:]:
+        common &= set(r.paths)
+    shared = [p for p in first.paths if p in common]
+    if not shared:
+        raise ValueError(
+            f"the runs share no {split} images (each drew its own split): train them on a "
+            "collection with a split column so they are evaluated on the same images"
+        )
+    skipped: list[Skipped] = []
+    aligned = []
+    for r in results:
+        index = {p: i for i, p in enumerate(r.paths)}
+        aligned.append(np.array([index[p] for p in shared]))
+    y = first.targets[aligned[0]]
+
+    groups = {
+        REFERENCE: np.concatenate(
+            [
+                np.stack([r.probas[c][idx] for c in r.checkpoints])
+                for r, idx in zip(results, aligned, strict=True)
+            ]
+        )
+    }
+    for method in METHODS:
+        missing = [r for r in results if method not in r.methods]
+        if missing:
+            skipped.append(
+                Skipped(
+                    method.replace("_", " "),
+                    f"not in {len(missing)} of the runs",
+                    "; ".join(f"heritage soup {r.run}" for r in missing),
+                )
+            )
+            continue
+        stack = [
+            r.probas[r.best_checkpoint if method == "best_checkpoint" else method][idx]
+            for r, idx in zip(results, aligned, strict=True)
+        ]
+        groups[method] = np.stack(stack)
+    decomposition = compare_methods(groups, y)
+    summary = describe_changes(decomposition, REFERENCE, across_seeds=True)
+
+    out = Path(out) if out is not None else first.run / "analysis" / "seeds"
+    out.mkdir(parents=True, exist_ok=True)
+    plot = plot_decomposition(decomposition, out / "bias_variance.png")
+    per_run = [
+        {
+            "run": str(r.run),
+            "checkpoints": len(r.checkpoints),
+            **{f"top1_{m}": r.evaluations[m].top1 for m in r.methods},
+            "report": str(r.report),
+        }
+        for r in results
+    ]
+    seeds = SeedAnalysis(
+        runs=results,
+        split=split,
+        n_images=len(shared),
+        decomposition=decomposition,
+        summary=summary,
+        skipped=skipped,
+        report=out / "report.html",
+        json=out / "analysis.json",
+    )
+    _write_json(
+        seeds.json,
+        {
+            "runs": [str(r.run) for r in results],
+            "split": split,
+            "n_images": len(shared),
+            "bias_variance": {
+                "scope": "across_runs",
+                "reference": REFERENCE,
+                "methods": decomposition.to_dict(orient="index"),
+                "summary": summary,
+            },
+            "per_run": per_run,
+            "skipped": [s.__dict__ for s in skipped],
+            "heritage_version": __version__,
+        },
+    )
+    parts = [
+        f"<h1>Across {len(results)} runs: bias and variance</h1>",
+        f"<p class='small'>{esc(split)} split: {len(shared)} images shared by every run · "
+        f"{len(first.classes)} classes · heritage {esc(__version__)}</p>",
+        _skipped_html(skipped),
+        "<p>Each method's models: one per run (for single checkpoints: every checkpoint of "
+        "every run). The variance is therefore how much a method's predictions change when "
+        "training is repeated.</p>",
+        _finding_html(summary),
+        _decomposition_html(decomposition),
+        _FORMULAS,
+        figure(plot, "Error, bias and (net) variance per method, across runs"),
+        "<h2>Runs</h2>",
+        table(
+            ["run", "checkpoints", *(f"top-1 {m.replace('_', ' ')}" for m in METHODS), "report"],
+            [
+                [
+                    r.run.name,
+                    len(r.checkpoints),
+                    *(r.evaluations[m].top1 if m in r.methods else float("nan") for m in METHODS),
+                    str(r.report),
+                ]
+                for r in results
+            ],
+        ),
+    ]
+    seeds.report.write_text(
+        page(f"heritage analysis — {len(results)} runs", "\n".join(p for p in parts if p)),
+        encoding="utf-8",
+    )
+    console.print(f"across-run analysis of {len(results)} runs → {seeds.report}")
+    return seeds

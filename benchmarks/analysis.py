@@ -28,7 +28,15 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("single_checkpoints", "uniform_soup", "greedy_soup", "soft_voting")
-METRICS = ("error_01", "bias_01", "net_variance_01", "error_ce", "bias_ce", "variance_ce")
+METRICS = (
+    "error_01",
+    "bias_01",
+    "variance_01",
+    "net_variance_01",
+    "error_ce",
+    "bias_ce",
+    "variance_ce",
+)
 
 
 def main() -> None:

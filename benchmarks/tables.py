@@ -18,7 +18,7 @@ def fmt(r: dict) -> str:
     m, s = r["mean"], r["std"]
     if s == 0 and float(m).is_integer():
         return f"{m:.0f}"
-    if r["n_seeds"] == 1:  # no spread to show
+    if r["n_seeds"] == 1 or s == 0:  # no spread to show (one seed, or one value across seeds)
         return f"{m:.0f}" if abs(m) >= 100 else f"{m:.1f}" if abs(m) >= 10 else f"{m:.4f}"
     if abs(m) >= 100:
         return f"{m:.0f} ± {s:.0f}"
@@ -156,18 +156,50 @@ def regulariser_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
-#: Targets that compare several records: topic -> function of {(dataset, method, metric): mean}
-DERIVED_TARGETS = {"regularisers": regulariser_checks}
+def analysis_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
+    """Do soups reduce variance (across seeds) relative to single checkpoints, and by how much?"""
+    rows = []
+    for dataset in ("ich-mekong", "hieroglyphs-unas"):
+        for method in ("uniform_soup", "greedy_soup"):
+            for metric, loss in (
+                ("variance_ce", "CE variance"),
+                ("variance_01", "0-1 variance (disagreement with the main prediction)"),
+            ):
+                mine = cell.get((dataset, method, metric))
+                ref = cell.get((dataset, "single_checkpoints", metric))
+                if mine is None or ref is None:
+                    continue
+                change = f" ({100 * (mine - ref) / abs(ref):+.0f} %)" if ref else ""
+                rows.append(
+                    (
+                        dataset,
+                        f"{method.replace('_', ' ')} reduces the {loss} of single checkpoints",
+                        f"{mine:.4f} vs {ref:.4f}{change}",
+                        mine < ref,
+                    )
+                )
+    return rows
+
+
+#: Checks that compare several records: topic -> (heading, function of {(dataset, method,
+#: metric): mean} returning (dataset, statement, measured, holds) rows)
+DERIVED_TARGETS = {
+    "regularisers": ("Targets", regulariser_checks),
+    "analysis": ("Findings (does it hold?)", analysis_checks),
+}
 
 
 def targets(topic: str, records: list[dict]) -> list[str]:
     """A table of the topic's targets, met or missed, from the measured means."""
     checks = TARGETS.get(topic, [])
-    derived = DERIVED_TARGETS.get(topic)
+    heading, derived = DERIVED_TARGETS.get(topic, ("Targets", None))
     if not checks and derived is None:
         return []
     cell = {(r["dataset"], r["method"], r["metric"]): r["mean"] for r in records}
-    lines = ["#### Targets", "", "| dataset | target | measured | met |", "|---|---|---|---|"]
+    columns = "| dataset | target | measured | met |"
+    if heading != "Targets":
+        columns = "| dataset | statement | measured | holds |"
+    lines = [f"#### {heading}", "", columns, "|---|---|---|---|"]
     if derived is not None:
         for dataset, text, measured, met in derived(cell):
             lines.append(f"| {dataset} | {text} | {measured} | {'yes' if met else '**no**'} |")

@@ -222,6 +222,8 @@ def test_cli_demo_runs_the_whole_job(image_folder: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "greedy_soup" in result.output
     assert (tmp_path / "demo" / "eval" / "test" / "comparison.md").is_file()
+    assert (tmp_path / "demo" / "analysis" / "report.html").is_file()
+    assert "report (open in a browser)" in result.output
 
 
 def test_cli_resume_with_changed_options_fails_cleanly(

@@ -456,7 +456,9 @@ def demo(
     ignore_split: IgnoreSplit = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default: 12).")] = None,
 ) -> None:
-    """Train, cook soups and evaluate in one go (the README's main job); rerun to resume."""
+    """Train, cook soups, evaluate and analyse in one go (the README's main job); rerun to
+    resume."""
+    from heritage.analysis import analyze as analyze_run
     from heritage.collection import CollectionError
     from heritage.run import Run, RunError
     from heritage.training.trainer import Trainer, load_config
@@ -476,12 +478,16 @@ def demo(
         run = Run.open(out)
         run.cook_soups()
         run.evaluate("test")
+        analysis = analyze_run(out, "test")
     except (CollectionError, RunError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
         raise typer.Exit(code=130) from None
     console.print((out / "eval" / "test" / "comparison.md").read_text(), markup=False)
+    for sentence in analysis.summary:
+        console.print(sentence, markup=False)
+    console.print(f"report (open in a browser): {analysis.report}")
 
 
 @app.command()

@@ -532,5 +532,160 @@ def analyze(
         _fail(exc)
 
 
+# metadata ---------------------------------------------------------------------------------
+metadata_app = typer.Typer(
+    help="Predict missing metadata of object records (place, date, technique, …) from their "
+    "texts, tabular fields and images, with calibrated confidences.",
+    no_args_is_help=True,
+)
+app.add_typer(metadata_app, name="metadata")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Repeated and/or comma-separated option values, in order; None when none was given."""
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _text_columns(values: list[str] | None) -> dict[str, str] | None:
+    """``COLUMN:LANG`` pairs; a bare ``text_xx`` takes its language from the suffix."""
+    names = _names(values)
+    if names is None:
+        return None
+    out = {}
+    for item in names:
+        column, _, lang = item.partition(":")
+        if not lang and column.startswith("text_"):
+            lang = column.removeprefix("text_")
+        if not lang:
+            raise ValueError(f"text column {column!r}: give its language as {column}:LANG")
+        out[column] = lang
+    return out
+
+
+@metadata_app.command("fit")
+def metadata_fit(
+    records: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with one row per record: an id, texts (text_<lang> columns), image paths, "
+            "tabular fields and the properties (empty cell = unknown)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    properties: Annotated[
+        list[str], typer.Option(help="Columns to predict (repeatable or comma-separated).")
+    ],
+    id_column: Annotated[
+        str | None, typer.Option(help="Record id column (default: the first column).")
+    ] = None,
+    text_columns: Annotated[
+        list[str] | None,
+        typer.Option(help="Text columns as COLUMN:LANG (default: every text_<lang> column)."),
+    ] = None,
+    image_columns: Annotated[
+        list[str] | None,
+        typer.Option(help="Image path columns; several paths in a cell are joined by '|'."),
+    ] = None,
+    tabular_columns: Annotated[
+        list[str] | None,
+        typer.Option(help="Other fields used as features (default: every remaining column)."),
+    ] = None,
+    split_column: Annotated[
+        str,
+        typer.Option(
+            help="train/val/test column (used if present): val chooses the stacker and "
+            "calibrates; test rows are not used."
+        ),
+    ] = "split",
+    ignore_split: IgnoreSplit = None,
+    modalities: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="tfidf, use, e5, tabular, image (default: tfidf+use for texts, tabular, image "
+            "for image columns)."
+        ),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Out-of-fold splits for the stacker.")] = 5,
+    stacker: Annotated[str, typer.Option(help="auto (chosen on val), logistic, lightgbm.")] = (
+        "auto"
+    ),
+    calibration: Annotated[str, typer.Option(help="temperature or none.")] = "temperature",
+    top_k: Annotated[int, typer.Option(help="Alternatives listed per prediction.")] = 3,
+    seed: Annotated[int, typer.Option(help="Fold split and LightGBM seed.")] = 0,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Text-embedding cache (default: ~/.cache/heritage/embeddings)."),
+    ] = None,
+) -> None:
+    """Fit every modality, the out-of-fold stacker and the calibration; save the predictor
+    (predictor.joblib) and its card (card.json)."""
+    import pandas as pd
+
+    from heritage.metadata import FusionConfig, MetadataPredictor, RecordSpec, RecordTable
+
+    try:
+        header = pd.read_csv(records, nrows=0).columns
+        spec = RecordSpec.infer(
+            header,
+            _names(properties) or [],
+            id_column=id_column,
+            text_columns=_text_columns(text_columns),
+            image_columns=_names(image_columns),
+            tabular_columns=_names(tabular_columns),
+            split_column=split_column,
+        )
+        table = RecordTable.from_csv(records, spec, ignore_splits=_names(ignore_split) or ())
+        fusion = FusionConfig(folds=folds, stacker=stacker, calibration=calibration, seed=seed)  # type: ignore[arg-type]
+        predictor = MetadataPredictor(
+            _names(modalities), fusion, top_k=top_k, cache_dir=cache_dir
+        ).fit(table)
+        predictor.save(out)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+    for line in predictor.summary():
+        console.print(line, markup=False)
+    console.print(
+        f"[green]done[/] in {predictor.fit_seconds_:.0f} s: {out} "
+        f"({', '.join(m.name for m in predictor.modalities_)}). "
+        f"Next: heritage metadata predict {out} RECORDS.csv"
+    )
+
+
+@metadata_app.command("predict")
+def metadata_predict(
+    model: Annotated[Path, typer.Argument(help="Folder written by `heritage metadata fit`.")],
+    records: Annotated[
+        Path, typer.Argument(help="CSV with the training columns; property columns optional.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")] = Path(
+        "predictions.csv"
+    ),
+    top_k: Annotated[
+        int | None, typer.Option(help="Alternatives listed (default: as fitted).")
+    ] = None,
+) -> None:
+    """Write one row per record and property: value, calibrated confidence, alternatives
+    (JSON [value, p] pairs), contributing modalities and status (predicted, catalogued,
+    no prediction)."""
+    from heritage.metadata import MetadataPredictor
+
+    try:
+        predictor = MetadataPredictor.load(model)
+        if top_k is not None:
+            predictor.top_k = top_k
+        table = predictor.predict(records)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        _fail(exc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    counts = table["status"].value_counts()
+    console.print(
+        f"{len(table)} rows written to {out}: "
+        + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in counts.index)
+    )
+
+
 if __name__ == "__main__":
     app()

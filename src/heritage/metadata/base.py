@@ -1,0 +1,104 @@
+"""What every modality shares: the encoded targets and the modality interface.
+
+A modality turns records into per-property class probabilities. Its one contract with the
+fusion is the shape of :meth:`Modality.predict_proba`: for every property a
+``(n_records, n_classes)`` array over the *predictor's* class list, with a row of NaN where the
+modality has nothing to go on for that record (no text, no image, no tabular value). NaN rows,
+rather than a uniform guess, let the fusion tell "absent" from "unsure", and let the predictor
+answer "no prediction" when every modality is absent.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from heritage.metadata.records import RecordError, RecordTable
+
+__all__ = ["Modality", "Targets", "absent", "expand_proba"]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Class indices per property (``-1`` where unknown) over a fixed class list, so that every
+    fold and every modality agrees on what column ``j`` of a probability array means."""
+
+    classes: dict[str, list[str]]
+    codes: dict[str, np.ndarray]
+
+    @classmethod
+    def encode(cls, records: RecordTable, classes: Mapping[str, Sequence[str]]) -> Targets:
+        """Codes for ``records``; a value outside ``classes`` counts as unknown."""
+        codes = {}
+        for prop, names in classes.items():
+            index = {c: i for i, c in enumerate(names)}
+            codes[prop] = np.array([index.get(v, -1) for v in records.labels(prop)], np.int64)
+        return cls({p: list(c) for p, c in classes.items()}, codes)
+
+    @classmethod
+    def learn(cls, records: RecordTable) -> Targets:
+        """Classes from the known values (sorted), then codes. A property needs two values:
+        with one there is nothing to decide, and with none nothing to learn."""
+        classes, problems = {}, []
+        for prop in records.spec.properties:
+            values = sorted({v for v in records.labels(prop) if v})
+            if len(values) < 2:
+                problems.append(
+                    f"property {prop!r} has {len(values)} distinct known value(s) "
+                    f"{values} in the training records; it needs at least 2"
+                )
+            classes[prop] = values
+        if problems:
+            raise RecordError(f"{records.source}: " + "; ".join(problems))
+        return cls.encode(records, classes)
+
+    def subset(self, index: np.ndarray) -> Targets:
+        return Targets(self.classes, {p: c[index] for p, c in self.codes.items()})
+
+    @property
+    def properties(self) -> list[str]:
+        return list(self.classes)
+
+
+def absent(n: int, n_classes: int) -> np.ndarray:
+    """A probability block with every row absent (NaN)."""
+    return np.full((n, n_classes), np.nan)
+
+
+def expand_proba(proba: np.ndarray, seen: np.ndarray, n_classes: int) -> np.ndarray:
+    """Columns of a model that saw only classes ``seen`` placed into the full class list (the
+    others get 0): a fold may lack a rare class, and the fusion needs fixed columns."""
+    out = np.zeros((proba.shape[0], n_classes))
+    out[:, np.asarray(seen, dtype=np.int64)] = proba
+    return out
+
+
+class Modality(ABC):
+    """One source of evidence. scikit-learn shaped: configuration in ``__init__``, learnt state
+    in attributes ending in ``_``, ``fit`` returns self.
+
+    ``name`` identifies it in outputs ("which modalities contributed") and benchmarks.
+    :meth:`clone` returns an unfitted copy with the same configuration that *shares* expensive
+    caches (embeddings, image features), so the K fold refits of out-of-fold stacking compute
+    each embedding once.
+    """
+
+    name: str = "modality"
+
+    @abstractmethod
+    def fit(self, records: RecordTable, targets: Targets) -> Modality: ...
+
+    @abstractmethod
+    def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
+        """Per property, ``(len(records), n_classes)`` probabilities; NaN rows where absent."""
+
+    @abstractmethod
+    def clone(self) -> Modality: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Configuration for the model card."""
+        return {"name": self.name}

@@ -1,0 +1,453 @@
+"""MetadataPredictor: every modality, out-of-fold stacking and calibration behind fit/predict.
+
+``fit`` takes a :class:`~heritage.metadata.records.RecordTable`. With a split column, its
+``train`` records fit the modalities and the stacker, its ``val`` records choose the stacker
+and calibrate the confidences, and ``test`` records are left alone. Without validation
+records, choice and calibration use cross-validated stacker predictions on the training
+records' out-of-fold inputs instead, so no record is held back and none is scored in-sample.
+
+Each property is learnt only from the records where it is known, and predicted for every
+record. The prediction table (:meth:`MetadataPredictor.predict`) has one row per record and
+property: the value, its calibrated confidence, the next most likely values, the modalities
+that had something to say, and a status:
+
+* ``predicted``: the property was unknown and at least one modality could be used;
+* ``catalogued``: the record already has this value (it is in ``catalogued``); the prediction is
+  still given, so disagreements between catalogue and model can be reviewed;
+* ``no prediction``: no modality had any input for this record (no text, no image, no tabular
+  value): an explicit abstention rather than a guess from the class prior.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from heritage.evaluation import evaluate, expected_calibration_error
+from heritage.metadata.base import Modality, Targets
+from heritage.metadata.fusion import (
+    FusionConfig,
+    Stacker,
+    StackerKind,
+    TemperatureScaling,
+    fold_indices,
+    out_of_fold,
+)
+from heritage.metadata.records import RecordError, RecordTable
+from heritage.metadata.tabular import TabularConfig, TabularModel
+from heritage.metadata.text import EncoderText, TfidfText
+from heritage.progress import progress_bar
+
+__all__ = [
+    "MODALITY_NAMES",
+    "PREDICTION_COLUMNS",
+    "STATUSES",
+    "MetadataPredictor",
+    "default_modalities",
+    "make_modality",
+]
+
+MODALITY_NAMES = ("tfidf", "use", "e5", "tabular", "image")
+STATUSES = ("predicted", "catalogued", "no prediction")
+PREDICTION_COLUMNS = (
+    "record",
+    "property",
+    "value",
+    "confidence",
+    "alternatives",
+    "modalities",
+    "status",
+    "catalogued",
+)
+MODEL_FILE = "predictor.joblib"
+CARD_FILE = "card.json"
+
+
+def make_modality(
+    name: str, *, seed: int = 0, cache_dir: str | Path | None = None, **options: Any
+) -> Modality:
+    """A modality by short name (``tfidf``, ``use``, ``e5``, ``tabular``, ``image``; the
+    ``text_`` prefix is accepted too). ``options`` go to the image modality's config."""
+    key = name.removeprefix("text_")
+    if key == "tfidf":
+        return TfidfText()
+    if key in ("use", "e5"):
+        return EncoderText(key, cache_dir=cache_dir)
+    if key == "tabular":
+        return TabularModel(TabularConfig(seed=seed))
+    if key == "image":
+        from heritage.metadata.image import ImageConfig, ImageModel
+
+        return ImageModel(ImageConfig(**options))
+    from heritage.metadata.text import TEXT_ENCODERS
+
+    if key in TEXT_ENCODERS:  # a registered encoder
+        return EncoderText(key, cache_dir=cache_dir)
+    raise ValueError(f"unknown modality {name!r}; use one of {MODALITY_NAMES}")
+
+
+def default_modalities(table: RecordTable) -> list[str]:
+    """What the table can feed: TF-IDF and USE for texts (both cheap; e5 is opt-in, it costs
+    minutes of encoding on a CPU), tabular for other fields or several properties, image for
+    image columns."""
+    spec = table.spec
+    names = ["tfidf", "use"] if spec.text_columns else []
+    if spec.tabular_columns or len(spec.properties) > 1:
+        names.append("tabular")
+    if spec.image_columns:
+        names.append("image")
+    return names
+
+
+def _macro_f1(y: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> float:
+    return evaluate(y, proba, classes).macro_f1
+
+
+def _known(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows where at least one modality is present."""
+    return np.column_stack([~np.isnan(b).any(axis=1) for b in blocks]).any(axis=1)
+
+
+class MetadataPredictor:
+    """Predict missing metadata from texts, tabular fields and images with late fusion.
+
+    ``modalities``: names (see :func:`make_modality`) or :class:`Modality` objects; ``None``
+    picks :func:`default_modalities` from the training table. ``fusion``: folds, stacker,
+    calibration and seed. ``top_k``: alternatives listed per prediction.
+
+    Learnt state: ``spec_``, ``classes_``, ``modalities_`` (fitted on all training records),
+    ``stackers_``, ``calibrators_``, ``selection_`` (stacker scores and choice per property),
+    ``calibration_`` (temperature and ECE before/after per property), ``oof_`` (the stacker's
+    out-of-fold training inputs), ``n_train_``, ``n_val_``, ``fit_seconds_``.
+
+    Saved models are pickles (:meth:`save`/:meth:`load`): load only models you trust.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[Modality | str] | None = None,
+        fusion: FusionConfig | None = None,
+        *,
+        top_k: int = 3,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.modalities = None if modalities is None else list(modalities)
+        self.fusion = fusion or FusionConfig()
+        self.top_k = top_k
+        self.cache_dir = cache_dir
+
+    # ----------------------------------------------------------------- fit
+
+    def _resolve(self, table: RecordTable) -> list[Modality]:
+        names = self.modalities if self.modalities is not None else default_modalities(table)
+        if not names:
+            raise RecordError(
+                f"{table.source}: nothing to learn from; name text, image or tabular columns "
+                "(or several properties, which inform each other)"
+            )
+        mods = [
+            m
+            if isinstance(m, Modality)
+            else make_modality(m, seed=self.fusion.seed, cache_dir=self.cache_dir)
+            for m in names
+        ]
+        seen = [m.name for m in mods]
+        dup = sorted({n for n in seen if seen.count(n) > 1})
+        if dup:
+            raise ValueError(f"modalities {dup} are given twice")
+        return mods
+
+    def fit(self, records: RecordTable, validation: RecordTable | None = None) -> MetadataPredictor:
+        """Fit on ``records`` (its ``train`` split if it has one; ``val`` as validation unless
+        ``validation`` is given)."""
+        start = time.perf_counter()
+        train = records
+        if records.has_split:
+            splits = records.split_values()
+            train = records.subset(splits == "train")
+            if len(train) == 0:
+                raise RecordError(f"{records.source}: the split column has no 'train' records")
+            if validation is None and (splits == "val").any():
+                validation = records.subset(splits == "val")
+        targets = Targets.learn(train)
+        self.spec_ = train.spec
+        self.classes_ = targets.classes
+        mods = self._resolve(train)
+        cfg = self.fusion
+        self.oof_ = out_of_fold(mods, train, targets, min(cfg.folds, len(train)), cfg.seed)
+        with progress_bar() as bar:
+            task = bar.add_task("fitting modalities", total=len(mods))
+            self.modalities_ = []
+            for m in mods:
+                bar.update(task, info=m.name)
+                self.modalities_.append(m.clone().fit(train, targets))
+                bar.advance(task)
+        val_blocks = None
+        if validation is not None and len(validation):
+            val_targets = Targets.encode(validation, self.classes_)
+            val_blocks = self.modality_proba(validation)
+
+        self.stackers_: dict[str, Stacker] = {}
+        self.calibrators_: dict[str, TemperatureScaling | None] = {}
+        self.selection_: dict[str, dict[str, Any]] = {}
+        self.calibration_: dict[str, dict[str, Any]] = {}
+        for prop, names in self.classes_.items():
+            blocks = [self.oof_[m.name][prop] for m in self.modalities_]
+            y = targets.codes[prop]
+            rows = (y >= 0) & _known(blocks)
+            blocks = [b[rows] for b in blocks]
+            y = y[rows]
+            if len(np.unique(y)) < 2:
+                raise RecordError(
+                    f"property {prop!r}: fewer than two of its values occur on training records "
+                    "that any modality can read (they have no text, image or tabular value)"
+                )
+            held: tuple[list[np.ndarray], np.ndarray] | None = None
+            if val_blocks is not None:
+                vb = [val_blocks[m.name][prop] for m in self.modalities_]
+                vy = val_targets.codes[prop]
+                vrows = (vy >= 0) & _known(vb)
+                if vrows.any():
+                    held = ([b[vrows] for b in vb], vy[vrows])
+            self._fit_property(prop, names, blocks, y, held)
+        self.n_train_ = len(train)
+        self.n_val_ = 0 if validation is None else len(validation)
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def _fit_property(
+        self,
+        prop: str,
+        classes: list[str],
+        blocks: list[np.ndarray],
+        y: np.ndarray,
+        held: tuple[list[np.ndarray], np.ndarray] | None,
+    ) -> None:
+        """Choose the stacker on held-out data (validation, else cross-validation on the
+        out-of-fold inputs), then calibrate on the same held-out predictions."""
+        cfg = self.fusion
+        kinds: list[StackerKind] = (
+            ["logistic", "lightgbm"] if cfg.stacker == "auto" else [cast(StackerKind, cfg.stacker)]
+        )
+        k = len(classes)
+
+        def stacker(kind: StackerKind) -> Stacker:
+            return Stacker(kind, k, modality_dropout=cfg.modality_dropout, seed=cfg.seed)
+
+        scores, held_proba, fitted = {}, {}, {}
+        if held is not None:
+            data = "validation"
+            hy = held[1]
+            for kind in kinds:
+                fitted[kind] = stacker(kind).fit(blocks, y)
+                held_proba[kind] = fitted[kind].predict_proba(held[0])
+        else:
+            data = "cross-validation"
+            hy = y
+            n_folds = min(cfg.folds, len(y))
+            for kind in kinds:
+                proba = np.full((len(y), k), np.nan)
+                for fit_idx, held_idx in fold_indices(len(y), n_folds, cfg.seed + 1):
+                    st = stacker(kind).fit([b[fit_idx] for b in blocks], y[fit_idx])
+                    proba[held_idx] = st.predict_proba([b[held_idx] for b in blocks])
+                held_proba[kind] = proba
+        for kind in kinds:
+            scores[kind] = _macro_f1(hy, held_proba[kind], classes)
+        chosen = max(kinds, key=lambda kd: (scores[kd], kd == "logistic"))
+        self.stackers_[prop] = fitted.get(chosen) or stacker(chosen).fit(blocks, y)
+        self.selection_[prop] = {"chosen": chosen, "macro_f1": scores, "data": data, "n": len(hy)}
+
+        before = held_proba[chosen]
+        info: dict[str, Any] = {
+            "method": cfg.calibration,
+            "data": data,
+            "n": len(hy),
+            "ece_before": expected_calibration_error(hy, before),
+        }
+        if cfg.calibration == "temperature":
+            cal = TemperatureScaling().fit(before, hy)
+            self.calibrators_[prop] = cal
+            info["temperature"] = cal.temperature_
+            # on the data it was fitted on: an optimistic figure, reported as such; the
+            # benchmark measures ECE on test records
+            info["ece_after"] = expected_calibration_error(hy, cal.transform(before))
+        else:
+            self.calibrators_[prop] = None
+            info["ece_after"] = info["ece_before"]
+        self.calibration_[prop] = info
+
+    # ----------------------------------------------------------------- predict
+
+    def _table(self, records: RecordTable | pd.DataFrame | str | Path) -> RecordTable:
+        """Records to predict, validated with the fitted spec (property columns optional,
+        split ignored)."""
+        spec = replace(self.spec_, split_column=None)
+        if isinstance(records, RecordTable):
+            return RecordTable.from_frame(
+                records.frame,
+                spec,
+                source=records.source,
+                require_properties=False,
+                image_root=records.image_root,
+            )
+        if isinstance(records, pd.DataFrame):
+            return RecordTable.from_frame(records, spec, require_properties=False)
+        return RecordTable.from_csv(records, spec, require_properties=False)
+
+    def modality_proba(
+        self, records: RecordTable | pd.DataFrame | str | Path
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Each fitted modality's own probabilities (NaN rows where it had no input)."""
+        table = self._table(records)
+        return {m.name: m.predict_proba(table) for m in self.modalities_}
+
+    def predict_proba(
+        self, records: RecordTable | pd.DataFrame | str | Path
+    ) -> dict[str, np.ndarray]:
+        """Calibrated fused probabilities per property, columns in ``classes_[prop]`` order;
+        NaN rows where no modality had any input."""
+        return self._predict(self._table(records))[0]
+
+    def _predict(self, table: RecordTable) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        blocks = {m.name: m.predict_proba(table) for m in self.modalities_}
+        proba, present = {}, {}
+        for prop in self.classes_:
+            bl = [blocks[m.name][prop] for m in self.modalities_]
+            fused = self.stackers_[prop].predict_proba(bl)
+            cal = self.calibrators_.get(prop)
+            proba[prop] = cal.transform(fused) if cal is not None else fused
+            present[prop] = np.column_stack([~np.isnan(b).any(axis=1) for b in bl])
+        return proba, present
+
+    def predict(self, records: RecordTable | pd.DataFrame | str | Path) -> pd.DataFrame:
+        """One row per record and property with the columns :data:`PREDICTION_COLUMNS`."""
+        table = self._table(records)
+        proba, present = self._predict(table)
+        names = [m.name for m in self.modalities_]
+        ids = table.ids
+        parts = []
+        for prop, classes in self.classes_.items():
+            p = proba[prop]
+            known = table.labels(prop)
+            order = np.argsort(-np.nan_to_num(p, nan=-1.0), axis=1, kind="stable")
+            values, confs, alts, mods, status = [], [], [], [], []
+            for i in range(len(table)):
+                used = [n for n, here in zip(names, present[prop][i], strict=True) if here]
+                if not used:
+                    values.append("")
+                    confs.append(np.nan)
+                    alts.append("[]")
+                    mods.append("")
+                    status.append("catalogued" if known[i] else "no prediction")
+                    continue
+                top = order[i]
+                values.append(classes[top[0]])
+                confs.append(float(p[i, top[0]]))
+                alts.append(
+                    json.dumps(
+                        [[classes[j], round(float(p[i, j]), 4)] for j in top[1 : 1 + self.top_k]],
+                        ensure_ascii=False,
+                    )
+                )
+                mods.append("+".join(used))
+                status.append("catalogued" if known[i] else "predicted")
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "record": ids,
+                        "property": prop,
+                        "value": values,
+                        "confidence": confs,
+                        "alternatives": alts,
+                        "modalities": mods,
+                        "status": status,
+                        "catalogued": known,
+                    }
+                )
+            )
+        out = pd.concat(parts, ignore_index=True)
+        # record-major order: all properties of one record together
+        out["_r"] = np.tile(np.arange(len(table)), len(self.classes_))
+        return out.sort_values(["_r"], kind="stable").drop(columns="_r").reset_index(drop=True)
+
+    # ----------------------------------------------------------------- persistence
+
+    def card(self) -> dict[str, Any]:
+        """What the model is and how well it is calibrated, as JSON-serialisable data."""
+        from heritage import __version__
+
+        return {
+            "heritage_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "spec": self.spec_.to_dict(),
+            "classes": self.classes_,
+            "modalities": [m.describe() for m in self.modalities_],
+            "fusion": asdict(self.fusion),
+            "selection": self.selection_,
+            "calibration": self.calibration_,
+            "n_train": self.n_train_,
+            "n_val": self.n_val_,
+            "fit_seconds": round(self.fit_seconds_, 2),
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``predictor.joblib`` (the fitted object) and ``card.json`` into ``folder``."""
+        import joblib
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, folder / MODEL_FILE)
+        (folder / CARD_FILE).write_text(json.dumps(self.card(), indent=2, default=_json) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> MetadataPredictor:
+        """Read a predictor saved by :meth:`save` (a pickle: only load folders you trust)."""
+        import joblib
+
+        path = Path(folder) / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found; pass a folder written by `heritage metadata fit`"
+            )
+        model = joblib.load(path)
+        if not isinstance(model, cls):
+            raise ValueError(f"{path} does not hold a MetadataPredictor")
+        return model
+
+    def summary(self) -> list[str]:
+        """One line per property: stacker choice, its held-out macro-F1 and ECE."""
+        lines = []
+        for prop, sel in self.selection_.items():
+            cal = self.calibration_[prop]
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in sel["macro_f1"].items())
+            line = (
+                f"{prop}: stacker {sel['chosen']} (macro-F1 on {sel['data']}, n={sel['n']}: "
+                f"{scores}); ECE {cal['ece_before']:.3f}"
+            )
+            if "temperature" in cal:
+                line += f" -> {cal['ece_after']:.3f} (T={cal['temperature']:.2f})"
+            lines.append(line)
+        return lines
+
+
+def _json(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    return str(obj)

@@ -16,9 +16,9 @@ OUT = ROOT / "docs" / "benchmarks.md"
 
 def fmt(r: dict) -> str:
     m, s = r["mean"], r["std"]
-    if s == 0 and float(m).is_integer():
+    if s < 1e-9 and float(m).is_integer():
         return f"{m:.0f}"
-    if r["n_seeds"] == 1 or s == 0:  # no spread to show (one seed, or one value across seeds)
+    if r["n_seeds"] == 1 or s < 1e-9:  # no spread to show (one seed, or one value across seeds)
         return f"{m:.0f}" if abs(m) >= 100 else f"{m:.1f}" if abs(m) >= 10 else f"{m:.4f}"
     if abs(m) >= 100:
         return f"{m:.0f} ± {s:.0f}"

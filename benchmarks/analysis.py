@@ -27,7 +27,9 @@ except ImportError:
     from benchmarks.records import RecordBook
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("single_checkpoints", "uniform_soup", "greedy_soup", "soft_voting")
+#: best_checkpoint is the like-for-like baseline of the soups (one model per seed, as they
+#: are); single_checkpoints pools every checkpoint of every seed (many more models)
+METHODS = ("single_checkpoints", "best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
 METRICS = (
     "error_01",
     "bias_01",
@@ -52,7 +54,12 @@ def main() -> None:
     figures.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         runs = [args.runs / name / f"seed{seed}" for seed in args.seeds]
-        missing = [str(r) for r in runs if not (r / "soups" / "greedy_soup.json").is_file()]
+        missing = [
+            str(r / "soups" / f"{recipe}.json")
+            for r in runs
+            for recipe in ("uniform_soup", "greedy_soup")
+            if not (r / "soups" / f"{recipe}.json").is_file()
+        ]
         if missing:
             raise SystemExit(f"run `python benchmarks/soups.py` first; missing: {missing}")
         out = ROOT / "benchmarks" / "runs" / "analysis" / name

@@ -65,6 +65,9 @@ METHODS = {
     "synermix_intra": {"mix": {"method": "synermix_intra", "beta": 0.5}},
     "synermix": {"mix": {"method": "synermix", "beta": 0.1, "alpha": 1.0}},
     "focal": {"loss": {"name": "focal", "gamma": 2.0}},
+    # SynerMix trains on class-pair batches (sampler "auto"); CE on the same batches separates
+    # the effect of the batch composition from the effect of the mixing
+    "ce_class_pairs": {"sampler": "class_pairs"},
 }
 REGIMES = {"full": None, "low": 10}  # at most this many training images per class
 COARSE_FINE = {"dataset": "hieroglyphs-unas", "coarse": "category", "fine": "sign"}
@@ -94,12 +97,17 @@ def fit_run(cfg: TrainConfig, collection: Collection, run_dir: Path) -> dict:
     }
 
 
-def cached(run_dir: Path, compute: Callable[..., dict], *args: Any) -> dict:
-    """Scores of a finished run, computed once by ``compute(*args)``."""
+def cached(run_dir: Path, compute: Callable[..., dict], cfg: TrainConfig, *args: Any) -> dict:
+    """Scores of a finished run, computed once by ``compute(cfg, *args)``; a run folder left by
+    other settings (BASE or METHODS changed since) is refused, not silently reused."""
     path = run_dir / "bench.json"
     if path.is_file():
-        return json.loads(path.read_text())
-    scores = compute(*args)
+        scores = json.loads(path.read_text())
+        stored = scores.get("config")
+        if stored is not None and TrainConfig.from_dict(stored) != cfg:
+            raise SystemExit(f"{run_dir} was run with other settings: delete it to rerun")
+        return scores
+    scores = {**compute(cfg, *args), "config": cfg.to_dict()}
     path.write_text(json.dumps(scores, indent=2))
     return scores
 

@@ -269,6 +269,8 @@ def test_from_dict_augment_and_mix() -> None:
     assert old_run.mix == MixConfig()  # config.yaml of runs from before named methods
     old_run = TrainConfig.from_dict({"mix": {"mixup": 0.2, "cutmix": 1.0}})
     assert old_run.mix == MixConfig("mixup_cutmix", alpha=0.2, cutmix_alpha=1.0)
+    with pytest.raises(ValueError, match="per-class entropy needs one label per image"):
+        TrainConfig.from_dict({"mix": "mixup", "entropy": {"weight": 0.1, "per_class": True}})
     with pytest.raises(ValueError, match="unknown loss options"):
         TrainConfig.from_dict({"loss": {"name": "focal", "gama": 2}})
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()

@@ -154,7 +154,11 @@ class RecordSpec:
             raise RecordError("the table has no columns")
         id_column = id_column or columns[0]
         if split_column is not None and split_column not in columns:
-            split_column = None
+            if split_column != "split":  # named by the user: a typo must not leak test rows
+                raise RecordError(
+                    f"split column {split_column!r} not found; columns: {', '.join(columns)}"
+                )
+            split_column = None  # the conventional name is optional
         if text_columns is None:
             text_columns = {
                 c: c[len("text_") :] for c in columns if c.startswith("text_") and c != "text_"

@@ -237,9 +237,12 @@ ClassAwareBatchSampler`); a class with one row just contributes that row's featu
         """
         classes, inverse = torch.unique(y, sorted=True, return_inverse=True)
         weights = _dirichlet_weights(inverse, classes.shape[0], self.generator)
-        synthesised = features.new_zeros((classes.shape[0], features.shape[1]))
-        synthesised.index_add_(0, inverse, weights.to(features.dtype)[:, None] * features)
-        return classes, synthesised
+        # in float32: bf16 sums of many rows would no longer be convex combinations
+        synthesised = torch.zeros(
+            (classes.shape[0], features.shape[1]), device=features.device, dtype=torch.float32
+        )
+        synthesised.index_add_(0, inverse, weights[:, None] * features.float())
+        return classes, synthesised.to(features.dtype)
 
     def _draw_mix(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         lam = _sample_beta(self.alpha, device, self.generator)

@@ -21,6 +21,7 @@ Run folder written by :func:`train` (everything later commands need)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -120,6 +121,12 @@ class TrainConfig:
             raise ValueError("val_fraction + test_fraction must be in [0, 1)")
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {self.image_size}")
+        input_mixing = self.mix.method in ("mixup", "cutmix", "mixup_cutmix")
+        if self.entropy.enabled and self.entropy.per_class and input_mixing:
+            raise ValueError(
+                f"per-class entropy needs one label per image, and {self.mix.method} mixes "
+                "images: use a feature-level mix (manifold_mixup, synermix) or global entropy"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,7 +168,7 @@ class TrainConfig:
 def _upgrade_mix(mix: dict[str, Any]) -> dict[str, Any]:
     """Runs written before mixing methods had names stored MixUp / CutMix strengths
     (``{mixup: α, cutmix: α}``); read them as the method they meant."""
-    if "mixup" not in mix and "cutmix" not in mix:
+    if "method" in mix or ("mixup" not in mix and "cutmix" not in mix):
         return mix
     mix = dict(mix)
     mixup, cutmix = float(mix.pop("mixup", 0.0)), float(mix.pop("cutmix", 0.0))
@@ -337,7 +344,10 @@ class Trainer:
         # within-class pieces (SynerMix-Intra, per-class entropy) need two images per class
         wants_pairs = objective.needs_class_pairs or (cfg.entropy.enabled and cfg.entropy.per_class)
         if cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and wants_pairs):
-            train_loader = _class_pairs_loader(train_ds, batch_size, workers, cfg.seed)
+            per_class = cfg.entropy.k + 1 if cfg.entropy.enabled and cfg.entropy.per_class else 2
+            train_loader = _class_pairs_loader(
+                train_ds, batch_size, workers, cfg.seed, max(2, per_class)
+            )
         else:
             train_loader = make_loader(
                 train_ds,
@@ -387,6 +397,8 @@ class Trainer:
                 scaler.load_state_dict(state["scaler"])
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and state["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
             np.random.set_state(state["rng"]["numpy"])
             train_loader.generator.set_state(state["rng"]["loader"])
             start_epoch, history = state["epoch"], state["history"]
@@ -427,10 +439,10 @@ class Trainer:
         cycle_end_epochs = set(cycle_ends(cfg))
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            loss = self._train_epoch(parts, epoch)
+            loss, seen = self._train_epoch(parts, epoch)
             epoch_seconds = time.perf_counter() - t0
             train_seconds += epoch_seconds
-            images_seen += steps_per_epoch * batch_size
+            images_seen += seen
             metrics = self._validate(model, val_loader, device, precision, classes)
             metrics = {
                 "epoch": epoch,
@@ -458,6 +470,8 @@ class Trainer:
                     "history": history,
                     "rng": {
                         "torch": torch.get_rng_state(),
+                        # SynerMix and dropout draw from the GPU's generator there
+                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                         "numpy": np.random.get_state(),
                         "loader": train_loader.generator.get_state(),
                     },
@@ -486,7 +500,8 @@ class Trainer:
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
         return TrainResult(run_dir, pool, history, train_seconds, throughput)
 
-    def _train_epoch(self, parts: _LoopParts, epoch: int) -> float:
+    def _train_epoch(self, parts: _LoopParts, epoch: int) -> tuple[float, int]:
+        """One pass over the loader; returns the mean loss and the images trained on."""
         model, loader, optimizer, scaler = parts.model, parts.loader, parts.optimizer, parts.scaler
         device, precision, steps_per_epoch = parts.device, parts.precision, len(parts.loader)
         model.train()
@@ -522,7 +537,7 @@ class Trainer:
                 total += loss.item() * len(x)
                 count += len(x)
                 bar.update(task, advance=1, info=f"loss {total / count:.4f}")
-        return total / max(count, 1)
+        return total / max(count, 1), count
 
     def _init_head_from_probe(
         self, model, train_loader, val_loader, device, precision, classes
@@ -551,14 +566,14 @@ class Trainer:
 
 
 def _class_pairs_loader(
-    dataset: ImageDataset, batch_size: int, workers: int, seed: int
+    dataset: ImageDataset, batch_size: int, workers: int, seed: int, images_per_class: int = 2
 ) -> DataLoader:
-    """Batches where every class present has at least two images (SynerMix-Intra mixes
-    features within a class)."""
+    """Batches where every class present has at least ``images_per_class`` images (SynerMix-
+    Intra mixes features within a class; per-class entropy needs k + 1 of them)."""
     sampler = ClassAwareBatchSampler(
         dataset.targets,
         batch_size,
-        images_per_class=2,
+        images_per_class=images_per_class,
         seed=seed,
         drop_last=len(dataset) > batch_size,
     )
@@ -603,6 +618,9 @@ RESUMABLE_CHANGES = frozenset({"epochs", "device", "precision", "workers"})
 def _check_resumable(state: dict, cfg: TrainConfig, classes: list[str], run_dir: Path) -> None:
     """Refuse to continue a run with other options or classes than it started with."""
     before, now = state.get("config", {}), cfg.to_dict()
+    # the same options as this version writes them (older runs stored mix differently)
+    with contextlib.suppress(TypeError, ValueError):
+        before = TrainConfig.from_dict(before).to_dict()
     changed = sorted(
         k for k in now if k not in RESUMABLE_CHANGES and before.get(k, now[k]) != now[k]
     )

@@ -110,7 +110,11 @@ def _mean_gap(cell: dict, regime: str, method: str, rivals: tuple[str, ...]) -> 
 def regulariser_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
     """The regularisers issue's targets that compare several records."""
     rows = []
-    for rivals in (("mixup", "synermix_intra"), ("mixup", "manifold_mixup", "synermix_intra")):
+    for rivals in (
+        ("mixup", "synermix_intra"),  # the issue's target
+        ("mixup", "manifold_mixup", "synermix_intra"),  # + SynerMix's own inter-class part
+        ("mixup", "manifold_mixup", "synermix_intra", "ce_class_pairs"),  # + its batches
+    ):
         names = " / ".join(rivals)
         for regime, bound, word in (("low", 0.005, "+0.5 pt"), ("full", 0.0, "not worse")):
             gaps = _mean_gap(cell, regime, "synermix", rivals)

@@ -11,7 +11,7 @@ OUT    ?= runs/demo
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint bench tables clean
+.PHONY: setup demo test test-slow lint bench tables peer-venv clean
 
 $(BIN)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ bench: setup
 	$(BIN)/python benchmarks/soups.py
 	$(BIN)/python benchmarks/tables.py
 
+# AutoGluon, the multimodal benchmark's AutoML peer, in its own environment (it pins pandas < 2.4)
+peer-venv:
+	test -d .venv-peer || $(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/pip install -q "autogluon.tabular[lightgbm]==1.6.3"
+
 tables: setup
 	$(BIN)/python benchmarks/tables.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-peer runs .pytest_cache .ruff_cache

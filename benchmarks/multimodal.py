@@ -18,7 +18,10 @@ instead of writing benchmarks/results/multimodal.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +30,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from heritage.evaluation import evaluate, expected_calibration_error
+from heritage.evaluation import (
+    confidence_ece,
+    ece_noise_floor,
+    evaluate,
+    expected_calibration_error,
+)
 from heritage.metadata import (
     FusionConfig,
     ImageConfig,
@@ -39,6 +47,7 @@ from heritage.metadata import (
     Targets,
     make_modality,
 )
+from heritage.metadata.fusion import Stacker, fold_indices
 from heritage.progress import console
 from heritage.runtime import configure_threads, hardware_label, resolve_device
 
@@ -77,15 +86,29 @@ def score(
     classes: dict[str, list[str]],
     priors: dict[str, np.ndarray],
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Macro-F1 and ECE per property on the records whose value is known in ``truth``."""
+    """Macro-F1 and calibration per property on the records whose value is known in
+    ``truth``. The calibration dict holds ``ece_<property>``; ``ece``, pooled over every
+    property's predictions (all the confidences a curator is shown, binned together); and
+    the noise floors: what a perfectly calibrated model with the same confidences would
+    measure on samples this size (``ece_floor`` pooled, ``ece_floor_property_mean``)."""
     targets = Targets.encode(truth, classes)
     f1, ece = {}, {}
+    conf, correct, floors = [], [], []
     for prop, p in proba.items():
         y = targets.codes[prop]
         rows = y >= 0
         filled = _prior_fill(p[rows], priors[prop])
         f1[prop] = evaluate(y[rows], filled, classes[prop]).macro_f1
-        ece[prop] = expected_calibration_error(y[rows], filled)
+        ece[f"ece_{prop}"] = expected_calibration_error(y[rows], filled)
+        floors.append(ece_noise_floor(filled))
+        conf.append(filled.max(axis=1))
+        correct.append(filled.argmax(axis=1) == y[rows])
+    ece["ece_property_mean"] = float(np.mean([ece[f"ece_{prop}"] for prop in proba]))
+    ece["ece_floor_property_mean"] = float(np.mean(floors))
+    # pooled: one binary "was the shown value right" problem over all properties
+    pooled = np.concatenate(conf)
+    ece["ece"] = confidence_ece(pooled, np.concatenate(correct))
+    ece["ece_floor"] = ece_noise_floor(pooled)
     return f1, ece
 
 
@@ -119,13 +142,34 @@ def record(
     for prop, value in f1.items():
         book.add(dataset, method, f"macro_f1_{prop}", value)
     book.add(dataset, method, "macro_f1_avg", float(np.mean(list(f1.values()))))
-    if ece is not None:
-        for prop, value in ece.items():
-            book.add(dataset, method, f"ece_{prop}", value)
-        book.add(dataset, method, "ece", float(np.mean(list(ece.values()))))
+    for metric, value in (ece or {}).items():
+        book.add(dataset, method, metric, value)
 
 
 # --------------------------------------------------------------------------- runs
+
+
+def stacker_cv(predictor: MetadataPredictor, train: RecordTable, seed: int) -> dict[str, float]:
+    """Each stacker kind's average macro-F1 under 5-fold cross-validation over the training
+    records' out-of-fold modality inputs: evidence for the default stacker drawn from
+    training data alone (no validation or test record is involved)."""
+    targets = Targets.encode(train, predictor.classes_)
+    out: dict[str, list[float]] = {kind: [] for kind in ("logistic", "lightgbm", "blend")}
+    for prop, classes in predictor.classes_.items():
+        blocks = [predictor.oof_[m.name][prop] for m in predictor.modalities_]
+        y = targets.codes[prop]
+        rows = (y >= 0) & ~np.all([np.isnan(b).any(axis=1) for b in blocks], axis=0)
+        blocks, y = [b[rows] for b in blocks], y[rows]
+        proba = {kind: np.zeros((len(y), len(classes))) for kind in ("logistic", "lightgbm")}
+        for fit_idx, held_idx in fold_indices(len(y), 5, seed + 1):
+            for kind, p in proba.items():
+                st = Stacker(kind, len(classes), seed=seed)
+                st.fit([b[fit_idx] for b in blocks], y[fit_idx])
+                p[held_idx] = st.predict_proba([b[held_idx] for b in blocks])
+        proba["blend"] = (proba["logistic"] + proba["lightgbm"]) / 2
+        for kind, p in proba.items():
+            out[kind].append(evaluate(y, p, classes).macro_f1)
+    return {kind: float(np.mean(v)) for kind, v in out.items()}
 
 
 def run_predictor(
@@ -137,6 +181,7 @@ def run_predictor(
     methods: dict[str, str],
     seed: int,
     with_fusion: bool,
+    cross_validate_stackers: bool = False,
 ) -> dict[str, float]:
     """Fit one predictor with every requested modality; score each modality alone (its
     refit on all training records) and the fusion on test. ``methods``: benchmark method
@@ -158,16 +203,17 @@ def run_predictor(
     if with_fusion:
         f1, ece = score(test_truth, predictor.predict_proba(test), predictor.classes_, priors)
         record(book, dataset, "fusion", f1, ece)
-        _, raw_ece = score(test_truth, uncalibrated(predictor, test), predictor.classes_, priors)
-        book.add(dataset, "fusion", "ece_uncalibrated", float(np.mean(list(raw_ece.values()))))
+        _, raw = score(test_truth, uncalibrated(predictor, test), predictor.classes_, priors)
+        book.add(dataset, "fusion", "ece_uncalibrated", raw["ece"])
+        book.add(dataset, "fusion", "ece_uncalibrated_property_mean", raw["ece_property_mean"])
         book.add(dataset, "fusion", "fit_predict_seconds", seconds)
-        for prop, sel in predictor.selection_.items():
-            book.add(
-                dataset, "fusion", f"stacker_lightgbm_{prop}", float(sel["chosen"] == "lightgbm")
-            )
         summary["fusion"] = float(np.mean(list(f1.values())))
-        summary["ece"] = float(np.mean(list(ece.values())))
+        summary["ece"] = ece["ece"]
         summary["seconds"] = seconds
+        if cross_validate_stackers:
+            for kind, value in stacker_cv(predictor, table.split("train"), seed).items():
+                book.add(dataset, "fusion", f"stacker_cv_macro_f1_{kind}", value)
+                summary[f"cv_{kind}"] = value
         for line in predictor.summary():
             console.print(f"  {line}", markup=False)
     return summary
@@ -186,6 +232,8 @@ def silknow(
     seeds: Sequence[int],
     cache: Path,
     limit: int | None = None,
+    peer_python: Path = ROOT / ".venv-peer" / "bin" / "python",
+    peer_time_limit: float = 120,
 ) -> None:
     path = DATA / SILKNOW / "records.csv"
     df = limit_per_split(pd.read_csv(path, dtype=str, keep_default_na=False), limit)
@@ -201,55 +249,34 @@ def silknow(
         mods = [make_modality(name, seed=seed, cache_dir=cache) for name in base.values()]
         names = {method: mod.name for method, mod in zip(base, mods, strict=True)}
         report = {m: n for m, n in names.items() if m in methods}
-        summary = run_predictor(
-            book, SILKNOW, table, table, mods, report, seed, "fusion" in methods
-        )
+        fuse = "fusion" in methods
+        summary = run_predictor(book, SILKNOW, table, table, mods, report, seed, fuse, fuse)
         console.print({k: round(v, 4) for k, v in summary.items()})
         if not book.dry_run:
             book.write()  # after every seed: an interrupted benchmark keeps its records
     if "peer_autogluon" in methods:
-        autogluon(book, table, seeds)
+        autogluon(book, seeds, peer_python, peer_time_limit)
 
 
-def autogluon(book: RecordBook, table: RecordTable, seeds: Sequence[int]) -> None:
-    """AutoGluon-Tabular per property on the same features (museum, n_images, the other
-    properties, both texts as text columns), if it is installed; skipped otherwise."""
-    try:
-        from autogluon.tabular import TabularPredictor
-    except ImportError as exc:
+def autogluon(book: RecordBook, seeds: Sequence[int], python: Path, time_limit: float) -> None:
+    """AutoGluon-Tabular per property on the same features, run by ``peer_autogluon.py`` in
+    its own environment (``make peer-venv``; AutoGluon pins an older pandas); skipped with a
+    message when that environment is missing."""
+    if not python.exists():
         console.print(
-            f"[yellow]skipped peer_autogluon[/]: autogluon.tabular not importable ({exc})"
+            f"[yellow]skipped peer_autogluon[/]: {python} not found; `make peer-venv` creates it"
         )
         return
-    import tempfile
-
-    frame = table.frame.replace("", np.nan)
-    frame["n_images"] = pd.to_numeric(frame["n_images"])
-    train = frame[frame["split"] == "train"]
-    tune = frame[frame["split"] == "val"]
-    test = frame[frame["split"] == "test"]
-    features = ["museum", "n_images", "text_en", "text_es", *SILKNOW_PROPERTIES]
-    for seed in seeds:
-        f1 = {}
-        for prop in SILKNOW_PROPERTIES:
-            cols = [c for c in features if c != prop] + [prop]
-            with tempfile.TemporaryDirectory() as tmp:
-                model = TabularPredictor(
-                    label=prop, eval_metric="f1_macro", path=tmp, verbosity=0
-                ).fit(
-                    train[cols].dropna(subset=[prop]),
-                    tuning_data=tune[cols].dropna(subset=[prop]),
-                    time_limit=120,
-                    ag_args_fit={"random_seed": seed},
-                )
-                known = test.dropna(subset=[prop])
-                pred = model.predict(known[cols[:-1]])
-                classes = sorted(set(train[prop].dropna()) | set(known[prop]))
-                index = {c: i for i, c in enumerate(classes)}
-                y = np.array([index[v] for v in known[prop]])
-                onehot = np.eye(len(classes))[[index[v] for v in pred]]
-                f1[prop] = evaluate(y, onehot, classes).macro_f1
+    script = Path(__file__).with_name("peer_autogluon.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "peer.json"
+        cmd = [str(python), str(script), "--out", str(out), "--time-limit", str(time_limit)]
+        subprocess.run([*cmd, "--seeds", *map(str, seeds)], check=True)
+        rows = pd.DataFrame(json.loads(out.read_text()))
+    for _, per_seed in rows.groupby("seed"):
+        f1 = dict(zip(per_seed["property"], per_seed["macro_f1"], strict=True))
         record(book, SILKNOW, "peer_autogluon", f1)
+        book.add(SILKNOW, "peer_autogluon", "fit_predict_seconds", float(per_seed["seconds"].sum()))
         console.print({"peer_autogluon": round(float(np.mean(list(f1.values()))), 4)})
 
 
@@ -311,6 +338,13 @@ def main() -> None:
     parser.add_argument("--hidden", type=float, default=0.3, help="hieroglyphs: share hidden")
     parser.add_argument("--cache", type=Path, default=RUNS / "embeddings")
     parser.add_argument("--topic", default="multimodal", help="results file name")
+    parser.add_argument(
+        "--peer-python",
+        type=Path,
+        default=ROOT / ".venv-peer" / "bin" / "python",
+        help="interpreter with autogluon.tabular (make peer-venv)",
+    )
+    parser.add_argument("--peer-time-limit", type=float, default=120, help="seconds/property")
     parser.add_argument("--dry-run", action="store_true", help="print records, write nothing")
     parser.add_argument(
         "--limit", type=int, help="smoke runs: first N records per split (implies --dry-run)"
@@ -323,7 +357,15 @@ def main() -> None:
     device = resolve_device("auto") if GLYPHS in args.datasets else torch.device("cpu")
     book = Book(args.topic, hardware_label(device), args.dry_run)
     if SILKNOW in args.datasets:
-        silknow(book, args.methods, args.seeds, args.cache, args.limit)
+        silknow(
+            book,
+            args.methods,
+            args.seeds,
+            args.cache,
+            args.limit,
+            args.peer_python,
+            args.peer_time_limit,
+        )
     if GLYPHS in args.datasets:
         hieroglyphs(book, args.methods, args.seeds, args.hidden, args.limit)
     if args.dry_run:

@@ -12,6 +12,8 @@ from PIL import Image
 
 from heritage.evaluation import (
     Evaluation,
+    confidence_ece,
+    ece_noise_floor,
     evaluate,
     expected_calibration_error,
     plot_confusion,
@@ -241,3 +243,35 @@ def test_macro_f1_ignores_classes_absent_from_the_split() -> None:
     ev = evaluate(np.array([0, 1]), proba, ["a", "b", "c"])
     assert ev.macro_f1 == pytest.approx(1.0)
     assert len(ev.per_class) == 3
+
+
+def test_ece_noise_floor_shrinks_with_sample_size_and_matches_calibrated_draws():
+    rng = np.random.default_rng(0)
+
+    def sample(n: int) -> np.ndarray:
+        conf = rng.uniform(0.4, 0.95, n)
+        return np.column_stack([conf, 1 - conf])
+
+    small, large = sample(200), sample(20000)
+    assert ece_noise_floor(small) > 3 * ece_noise_floor(large)
+    # a model that is calibrated by construction measures about the floor, not zero
+    y = (rng.random(len(small)) >= small[:, 0]).astype(int)  # class 0 right w.p. its confidence
+    assert abs(expected_calibration_error(y, small) - ece_noise_floor(small)) < 0.04
+    # certain predictions leave nothing to chance
+    assert ece_noise_floor(np.array([[1.0, 0.0], [0.0, 1.0]])) == 0.0
+    with pytest.raises(ValueError):
+        ece_noise_floor(np.zeros((0, 2)))
+
+
+def test_confidence_ece_equals_expected_calibration_error_on_one_task():
+    rng = np.random.default_rng(1)
+    proba = rng.dirichlet(np.ones(4), size=300)
+    y = rng.integers(0, 4, 300)
+    pooled = confidence_ece(proba.max(axis=1), proba.argmax(axis=1) == y)
+    assert pooled == pytest.approx(expected_calibration_error(y, proba))
+    # tasks with different class counts pool: two halves, each off by 0.2 -> 0.2
+    conf = np.array([0.9] * 10 + [0.3] * 10)
+    correct = np.array([1] * 7 + [0] * 3 + [1] * 1 + [0] * 9)
+    assert confidence_ece(conf, correct) == pytest.approx(0.2 * 0.5 + 0.2 * 0.5)
+    with pytest.raises(ValueError):
+        confidence_ece(conf, correct[:-1])

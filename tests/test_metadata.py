@@ -321,6 +321,22 @@ def test_modality_dropout_lets_the_stacker_work_without_a_modality() -> None:
     assert np.isnan(stacker.predict_proba([absent(3, 2), absent(3, 2)])).all()
 
 
+def test_blend_stacker_averages_its_two_members_and_keeps_abstentions() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    text = np.eye(3)[y] * 0.6 + rng.dirichlet([1, 1, 1], 300) * 0.4
+    tab = rng.dirichlet([1, 1, 1], 300)
+    tab[:50] = np.nan  # a modality missing on some records
+    blocks = [text, tab]
+    blend = Stacker("blend", 3, seed=0).fit(blocks, y)
+    members = [Stacker(k, 3, seed=0).fit(blocks, y) for k in ("logistic", "lightgbm")]
+    expected = np.mean([m.predict_proba(blocks) for m in members], axis=0)
+    np.testing.assert_allclose(blend.predict_proba(blocks), expected)
+    assert np.isnan(blend.predict_proba([absent(2, 3), absent(2, 3)])).all()
+    with pytest.raises(ValueError, match="stacker"):
+        FusionConfig(stacker="vote")  # type: ignore[arg-type]
+
+
 def test_temperature_scaling_lowers_ece_of_an_overconfident_model() -> None:
     rng = np.random.default_rng(0)
     n, k = 2000, 4
@@ -504,3 +520,23 @@ def test_cli_fit_reports_a_missing_column(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "property column 'colour' not found" in result.output
+
+
+def test_training_records_get_out_of_fold_not_in_sample_predictions(
+    records: RecordTable, fitted: MetadataPredictor
+) -> None:
+    train = records.split("train")
+    names = [m.name for m in fitted.modalities_]
+    got = fitted.predict_proba(train)
+    for prop in fitted.classes_:
+        fused = fitted.stackers_[prop].predict_proba([fitted.oof_[n][prop] for n in names])
+        expected = fitted.calibrators_[prop].transform(fused)
+        np.testing.assert_allclose(got[prop], expected)
+    # a training record whose text has changed since fit is a new record: predicted afresh
+    frame = train.frame.copy()
+    text = next(iter(train.spec.text_columns))
+    frame.loc[0, text] = frame.loc[0, text] + " velvet velvet"
+    changed = fitted.predict_proba(RecordTable.from_frame(frame, train.spec))
+    prop = next(iter(fitted.classes_))
+    assert not np.allclose(changed[prop][0], got[prop][0])
+    np.testing.assert_allclose(changed[prop][1:], got[prop][1:])

@@ -226,6 +226,24 @@ def resolve_preprocessing(
     return replace(prep, input_size=image_size) if image_size else prep
 
 
+def frozen_feature_extractor(
+    name: str = DEFAULT_BACKBONE,
+    *,
+    weights: str | Path | None = None,
+    pretrained: bool = True,
+    device: torch.device | None = None,
+    image_size: int | None = None,
+    resize_mode: ResizeMode = "crop",
+) -> tuple[nn.Module, Preprocessing]:
+    """A pretrained backbone in eval mode (channels-last, on ``device``) and its
+    preprocessing, for modules that only read its pooled features (probes, metadata image
+    features, similarity embeddings). Built with the pretrained head's size so offline
+    weights map one-to-one; the head itself is never used."""
+    model = create_backbone(name, num_classes=1000, weights=weights, pretrained=pretrained)
+    model = model.to(device or torch.device("cpu")).eval().to(memory_format=torch.channels_last)
+    return model, resolve_preprocessing(model, image_size, resize_mode)
+
+
 def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
     """The BatchNorm layers of a model (their running statistics need care in fine-tuning
     and in soups)."""

@@ -20,6 +20,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 __all__ = [
     "ClassReport",
     "Evaluation",
+    "confidence_ece",
+    "ece_noise_floor",
     "evaluate",
     "expected_calibration_error",
     "plot_confusion",
@@ -185,6 +187,39 @@ def expected_calibration_error(y_true: Any, proba: Any, n_bins: int = 15) -> flo
     n = filled["count"].sum()
     gap = (filled["accuracy"] - filled["confidence"]).abs()
     return float((filled["count"] * gap).sum() / n)
+
+
+def confidence_ece(confidence: Any, correct: Any, n_bins: int = 15) -> float:
+    """ECE from the shown confidences and whether each shown value was right: the same
+    binning as :func:`expected_calibration_error`, for predictions pooled across tasks with
+    different class sets (e.g. every property of a metadata predictor)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if conf.ndim != 1 or conf.shape != ok.shape or len(conf) == 0:
+        raise ValueError("confidence and correct must be non-empty 1-D arrays of equal length")
+    idx, _ = _bin_index(conf, n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    acc_sum = np.bincount(idx, weights=ok, minlength=n_bins)
+    return float(np.abs(acc_sum - conf_sum).sum() / len(conf))
+
+
+def ece_noise_floor(proba: Any, n_bins: int = 15, draws: int = 200, seed: int = 0) -> float:
+    """The ECE a *perfectly calibrated* model with these confidences would still show on a
+    sample this size: each row is drawn correct with probability equal to its confidence,
+    and the binned ECE of the draw is averaged over ``draws``. ``proba``: (n, classes)
+    probabilities, or the (n,) confidences themselves.
+
+    Why: binned ECE is biased upwards on small samples (each bin's accuracy is a noisy
+    proportion), so a measured ECE of 0.05 on 250 records can be pure sampling noise. Read a
+    measured ECE against this floor, not against zero.
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim not in (1, 2) or len(p) == 0:
+        raise ValueError("proba must be non-empty (n, classes) probabilities or (n,) confidences")
+    conf = p.max(axis=1) if p.ndim == 2 else p
+    rng = np.random.default_rng(seed)
+    draws_ece = [confidence_ece(conf, rng.random(len(conf)) < conf, n_bins) for _ in range(draws)]
+    return float(np.mean(draws_ece))
 
 
 def _topk_indices(p: np.ndarray, k: int) -> np.ndarray:

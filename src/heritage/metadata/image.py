@@ -78,21 +78,20 @@ class ImageFeatureStore:
         self._model: Any = None
 
     def _backbone(self) -> tuple[Any, Any, Any]:
-        import torch
-
-        from heritage.backbones import create_backbone, resolve_preprocessing
+        from heritage.backbones import frozen_feature_extractor
         from heritage.runtime import resolve_device
 
         if self._model is None:
             cfg = self.config
             device = resolve_device(cfg.device)
-            # the pretrained head's size, so the offline weights map one-to-one; only the
-            # pooled features before it are used
-            model = create_backbone(
-                cfg.backbone, num_classes=1000, weights=cfg.weights, pretrained=cfg.pretrained
+            model, prep = frozen_feature_extractor(
+                cfg.backbone,
+                weights=cfg.weights,
+                pretrained=cfg.pretrained,
+                device=device,
+                image_size=cfg.image_size,
+                resize_mode=cfg.resize_mode,
             )
-            model = model.to(device).eval().to(memory_format=torch.channels_last)
-            prep = resolve_preprocessing(model, cfg.image_size, cfg.resize_mode)
             self._model = (model, prep, device)
         return self._model
 

@@ -117,6 +117,22 @@ def _known(blocks: Sequence[np.ndarray]) -> np.ndarray:
     return np.column_stack([~np.isnan(b).any(axis=1) for b in blocks]).any(axis=1)
 
 
+def _input_keys(table: RecordTable) -> np.ndarray:
+    """One hash per record over everything a modality may read (id, texts, language, images,
+    tabular fields, the properties): equal keys mean the same inputs as at fit time."""
+    spec = table.spec
+    columns = [
+        spec.id_column,
+        *spec.text_columns,
+        *([spec.language_column] if spec.language_column else []),
+        *spec.image_columns,
+        *spec.tabular_columns,
+        *spec.properties,
+    ]
+    columns = [c for c in dict.fromkeys(columns) if c in table.frame.columns]
+    return pd.util.hash_pandas_object(table.frame[columns].astype(str), index=False).to_numpy()
+
+
 class MetadataPredictor:
     """Predict missing metadata from texts, tabular fields and images with late fusion.
 
@@ -127,7 +143,14 @@ class MetadataPredictor:
     Learnt state: ``spec_``, ``classes_``, ``modalities_`` (fitted on all training records),
     ``stackers_``, ``calibrators_``, ``selection_`` (stacker scores and choice per property),
     ``calibration_`` (temperature and ECE before/after per property), ``oof_`` (the stacker's
-    out-of-fold training inputs), ``n_train_``, ``n_val_``, ``fit_seconds_``.
+    out-of-fold training inputs), ``train_keys_`` (input hashes of the training records),
+    ``n_train_``, ``n_val_``, ``fit_seconds_``.
+
+    Predictions for the training records themselves are never in-sample: a record whose
+    inputs are unchanged since ``fit`` gets the probabilities of the modality copies that did
+    not see it (the out-of-fold ones the stacker was trained on), because a modality's
+    predictions on its own training records (TF-IDF nearly memorises them) would be
+    confidently, uselessly right.
 
     Saved models are pickles (:meth:`save`/:meth:`load`): load only models you trust.
     """
@@ -219,6 +242,7 @@ class MetadataPredictor:
                 if vrows.any():
                     held = ([b[vrows] for b in vb], vy[vrows])
             self._fit_property(prop, names, blocks, y, held)
+        self.train_keys_ = _input_keys(train)
         self.n_train_ = len(train)
         self.n_val_ = 0 if validation is None else len(validation)
         self.fit_seconds_ = time.perf_counter() - start
@@ -236,7 +260,9 @@ class MetadataPredictor:
         out-of-fold inputs), then calibrate on the same held-out predictions."""
         cfg = self.fusion
         kinds: list[StackerKind] = (
-            ["logistic", "lightgbm"] if cfg.stacker == "auto" else [cast(StackerKind, cfg.stacker)]
+            ["logistic", "lightgbm", "blend"]
+            if cfg.stacker == "auto"
+            else [cast(StackerKind, cfg.stacker)]
         )
         k = len(classes)
 
@@ -262,7 +288,8 @@ class MetadataPredictor:
                 held_proba[kind] = proba
         for kind in kinds:
             scores[kind] = _macro_f1(hy, held_proba[kind], classes)
-        chosen = max(kinds, key=lambda kd: (scores[kd], kd == "logistic"))
+        # on a tie, the simpler: logistic, then LightGBM, then the blend of both
+        chosen = max(kinds, key=lambda kd: (scores[kd], -kinds.index(kd)))
         self.stackers_[prop] = fitted.get(chosen) or stacker(chosen).fit(blocks, y)
         self.selection_[prop] = {"chosen": chosen, "macro_f1": scores, "data": data, "n": len(hy)}
 
@@ -317,8 +344,26 @@ class MetadataPredictor:
         NaN rows where no modality had any input."""
         return self._predict(self._table(records))[0]
 
+    def _use_out_of_fold(
+        self, table: RecordTable, blocks: dict[str, dict[str, np.ndarray]]
+    ) -> None:
+        """Replace, in place, the in-sample probabilities of unchanged training records by
+        their out-of-fold ones."""
+        keys = getattr(self, "train_keys_", None)
+        if keys is None or len(table) == 0:  # a model saved before train_keys_ existed
+            return
+        where = {k: i for i, k in enumerate(keys)}
+        pairs = [(row, where[k]) for row, k in enumerate(_input_keys(table)) if k in where]
+        if not pairs:
+            return
+        rows, train_rows = (np.array(x) for x in zip(*pairs, strict=True))
+        for name, by_prop in blocks.items():
+            for prop, p in by_prop.items():
+                p[rows] = self.oof_[name][prop][train_rows]
+
     def _predict(self, table: RecordTable) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         blocks = {m.name: m.predict_proba(table) for m in self.modalities_}
+        self._use_out_of_fold(table, blocks)
         proba, present = {}, {}
         for prop in self.classes_:
             bl = [blocks[m.name][prop] for m in self.modalities_]

@@ -1,0 +1,227 @@
+"""The embedded knowledge graph: an Oxigraph store in a folder, no server to run.
+
+Most collections fit comfortably in an embedded store (Oxigraph on RocksDB): millions of
+triples, SPARQL 1.1, nothing to install or administer, and the same queries run unchanged
+against a server later (:mod:`heritage.kg.endpoint`). Loading uses Oxigraph's bulk loader,
+which writes index files directly instead of one transaction per triple.
+
+Exports can be loaded into the default graph or into a named graph per export (``graph=``),
+so one batch of predictions can later be replaced or dropped as a unit; queries see the
+union of all graphs either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pandas as pd
+
+from heritage.kg.export import Export, rdf_format
+from heritage.kg.queries import GraphQueries, python_value
+from heritage.kg.terms import check_iri
+
+__all__ = ["KnowledgeGraph", "QueryError", "read_query"]
+
+
+class QueryError(ValueError):
+    """A SPARQL query that could not be parsed or run; the message says where."""
+
+
+def read_query(text: str | None = None, file: str | Path | None = None) -> str:
+    """A query given inline or in a file (exactly one of them)."""
+    if (text is None) == (file is None):
+        raise ValueError("give a SPARQL query or a file holding one (not both)")
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"query file {path} not found")
+        return path.read_text()
+    return str(text)
+
+
+class KnowledgeGraph(GraphQueries):
+    """An Oxigraph store: on disk in ``path``, or in memory with ``path=None``.
+
+    ``read_only`` opens an existing store for queries only (several processes may then read
+    it while none writes). The store is closed when the object is garbage-collected; use it
+    as a context manager to flush at a known point.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
+        import pyoxigraph as ox
+
+        self.path = None if path is None else Path(path)
+        try:
+            if self.path is None:
+                self._store = ox.Store()
+            elif read_only:
+                if not self.path.is_dir():
+                    raise FileNotFoundError(
+                        f"no store at {self.path}; create one with `heritage kg load FILE "
+                        f"--store {self.path}`"
+                    )
+                self._store = ox.Store.read_only(str(self.path))
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._store = ox.Store(str(self.path))
+        except OSError as exc:
+            raise OSError(
+                f"could not open the store at {self.path}: {exc} (is another process writing "
+                "to it?)"
+            ) from exc
+
+    def __enter__(self) -> KnowledgeGraph:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.flush()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def flush(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):  # read-only stores have nothing to flush
+                self._store.flush()
+
+    # ------------------------------------------------------------------ loading
+
+    def load(
+        self,
+        source: Export | str | Path | bytes,
+        *,
+        fmt: str | None = None,
+        graph: str | None = None,
+        replace: bool = False,
+    ) -> int:
+        """Add an export, an RDF file (Turtle, N-Triples, JSON-LD; format from the extension
+        unless ``fmt``) or N-Triples bytes. ``graph``: a named graph to load into (default:
+        the default graph); ``replace`` empties it first. Returns the triples read."""
+        import pyoxigraph as ox
+
+        target = ox.NamedNode(check_iri(graph, "graph")) if graph else ox.DefaultGraph()
+        if replace:
+            self._store.clear_graph(target)
+        if isinstance(source, Export):
+            data, form, count = source.ntriples(), ox.RdfFormat.N_TRIPLES, len(source)
+        elif isinstance(source, bytes):
+            data, form, count = source, ox.RdfFormat.N_TRIPLES, None
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"RDF file {path} not found")
+            data, form, count = None, rdf_format(fmt, path), None
+        try:
+            if data is not None:
+                self._store.bulk_load(data, form, to_graph=target)
+            else:
+                self._store.bulk_load(path=str(source), format=form, to_graph=target)
+        except SyntaxError as exc:
+            what = "the data" if data is not None else source
+            raise ValueError(f"could not parse {what}: {exc}") from exc
+        if self.path is not None:
+            # right after a bulk load, queries ran 2-5x slower until the store was optimised
+            # (or reopened); optimising takes milliseconds
+            self._store.optimize()
+        if count is None:
+            count = _count_triples(data, form, None if data is not None else Path(source))
+        return count
+
+    def dump(self, path: str | Path, fmt: str | None = None) -> Path:
+        """Every triple (all graphs merged) to a Turtle, N-Triples or JSON-LD file."""
+        import pyoxigraph as ox
+
+        from heritage.kg.terms import PREFIXES
+
+        path = Path(path)
+        target = rdf_format(fmt, path)
+        triples = (ox.Triple(q.subject, q.predicate, q.object) for q in self._store)
+        ox.serialize(triples, output=str(path), format=target, prefixes=PREFIXES)
+        return path
+
+    # ------------------------------------------------------------------ queries
+
+    def _run(self, sparql: str):
+        # the union of all graphs only when there are named graphs: unions cost a third
+        # more on the faceted query, for nothing when everything is in the default graph
+        union = next(iter(self._store.named_graphs()), None) is not None
+        try:
+            return self._store.query(sparql, use_default_graph_as_union=union)
+        except SyntaxError as exc:
+            raise QueryError(f"SPARQL syntax error: {exc}") from exc
+        except OSError as exc:
+            raise QueryError(f"query failed: {exc}") from exc
+
+    def query(self, sparql: str) -> pd.DataFrame | bool | list:
+        """Any query: SELECT → DataFrame, ASK → bool, CONSTRUCT/DESCRIBE → pyoxigraph
+        triples."""
+        import pyoxigraph as ox
+
+        result = self._run(sparql)
+        if isinstance(result, ox.QuerySolutions):
+            return _frame(result, typed=True)
+        if isinstance(result, ox.QueryBoolean):
+            return bool(result)
+        return list(result)
+
+    def select(self, sparql: str, *, typed: bool = True) -> pd.DataFrame:
+        import pyoxigraph as ox
+
+        result = self._run(sparql)
+        if not isinstance(result, ox.QuerySolutions):
+            raise QueryError("expected a SELECT query")
+        return _frame(result, typed=typed)
+
+    def query_to(self, sparql: str, fmt: str) -> bytes:
+        """A query's results in a standard format: ``csv``/``tsv``/``json`` (SPARQL results)
+        for SELECT and ASK, ``ttl``/``nt``/``jsonld`` for CONSTRUCT and DESCRIBE."""
+        import pyoxigraph as ox
+
+        from heritage.kg.terms import PREFIXES
+
+        result = self._run(sparql)
+        if isinstance(result, (ox.QuerySolutions, ox.QueryBoolean)):
+            formats = {
+                "csv": ox.QueryResultsFormat.CSV,
+                "tsv": ox.QueryResultsFormat.TSV,
+                "json": ox.QueryResultsFormat.JSON,
+            }
+            if fmt not in formats:
+                raise ValueError(f"SELECT/ASK results can be csv, tsv or json, not {fmt!r}")
+            return result.serialize(format=formats[fmt])
+        return ox.serialize(result, format=rdf_format(fmt), prefixes=PREFIXES)
+
+
+def _frame(solutions, *, typed: bool) -> pd.DataFrame:
+    """pyoxigraph solutions as a DataFrame (IRIs and literals as their string values)."""
+    import pyoxigraph as ox
+
+    names = [v.value for v in solutions.variables]
+    rows = []
+    for solution in solutions:
+        row = []
+        for term in solution:
+            if term is None:
+                row.append(None)
+            elif isinstance(term, ox.Literal):
+                row.append(python_value(term.value, "literal", term.datatype.value, typed))
+            elif isinstance(term, ox.BlankNode):
+                row.append(f"_:{term.value}")
+            else:
+                row.append(term.value)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=names)
+
+
+def _count_triples(data: bytes | None, form, path: Path | None) -> int:
+    """Triples in what was loaded: lines for N-Triples (fast), a parse otherwise."""
+    import pyoxigraph as ox
+
+    if form == ox.RdfFormat.N_TRIPLES:
+        if data is None and path is not None:
+            with open(path, "rb") as fh:
+                return sum(1 for line in fh if line.strip() and not line.lstrip().startswith(b"#"))
+        assert data is not None
+        return sum(1 for line in data.splitlines() if line.strip() and not line.startswith(b"#"))
+    return sum(1 for _ in ox.parse(input=data, path=None if data else str(path), format=form))

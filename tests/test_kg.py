@@ -479,6 +479,44 @@ def test_skos_vocabulary(tmp_path: Path) -> None:
         Vocabulary.load(bad)
 
 
+def test_predictions_without_modalities_round_trip_as_empty(activity: Activity) -> None:
+    """A prediction without her:modalities comes back with "" (not NaN) as the CSV has."""
+    preds = pd.DataFrame(
+        {
+            "record": ["a", "b"],
+            "property": ["p", "p"],
+            "value": ["x", "y"],
+            "confidence": [0.5, 0.6],
+            "modalities": ["tfidf", ""],
+        }
+    )
+    kg = KnowledgeGraph()
+    kg.load(export_graph(preds, activity=activity))
+    assert kg.predictions()["modalities"].tolist() == ["tfidf", ""]
+
+
+def test_odd_characters_give_valid_rdf(activity: Activity) -> None:
+    """Spaces, quotes, '#', backslashes, newlines and unicode in ids, properties, values."""
+    record, prop, value = 'T 1 "q"#x\nz é', "tech nique#", 'da"mask\n\\ é #1'
+    preds = pd.DataFrame(
+        {
+            "record": [record],
+            "property": [prop],
+            "value": [value],
+            "confidence": [0.9],
+            "alternatives": [json.dumps([["vel vet/#?", 0.05]])],
+        }
+    )
+    graph = export_graph(preds, activity=activity)
+    assert len(graph.triples()) == len(graph)  # parses as N-Triples
+    assert validate(graph).conforms
+    kg = KnowledgeGraph()
+    kg.load(graph)
+    back = kg.predictions().iloc[0]
+    assert (back["record"], back["property"], back["value"]) == (record, prop, value)
+    assert json.loads(back["alternatives"]) == [["vel vet/#?", 0.05]]
+
+
 # ------------------------------------------------------------------------ input checking
 
 
@@ -498,6 +536,14 @@ def test_prediction_tables_are_checked(tmp_path: Path) -> None:
     bad_alts["alternatives"] = ["[[1, 2, 3]]", "{"]
     with pytest.raises(ValueError, match="row 1: alternatives"):
         normalise_predictions(bad_alts)
+    for cell, message in [
+        ("5", "pairs"),  # JSON, but not a list
+        ('[["x", null]]', "not a number"),
+        ('[["", 0.1]]', "empty value"),  # would mint a concept without a label
+    ]:
+        bad_alts["alternatives"] = [cell, "[]"]
+        with pytest.raises(ValueError, match=f"row 1: alternatives.*{message}"):
+            normalise_predictions(bad_alts)
     classifier = tmp_path / "p.csv"
     pd.DataFrame({"image": ["a.png"], "label_1": ["x"], "confidence_1": [0.8]}).to_csv(
         classifier, index=False
@@ -622,6 +668,15 @@ def test_cli_errors(tmp_path: Path, model_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- Virtuoso
+
+
+def test_virtuoso_that_cannot_start_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(OSError):
+        VirtuosoServer(executable=str(tmp_path / "no-such-virtuoso-t"))
+    assert list(tmp_path.iterdir()) == []  # temporary folder (and its log) removed
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from heritage.similarity import (
     contexts_from_clusters,
     list_images,
     margins_from_embeddings,
+    search_similar,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "material-similarity"
@@ -87,6 +88,7 @@ def test_triplet_table_loads_votes_context_and_item_order(tmp_path: Path) -> Non
         ("reference,closer,farther,votes_closer,votes_farther\n1,2,3,1,2\n", "swap closer"),
         ("reference,closer,farther,votes_closer,votes_farther\n1,2,3,x,0\n", "not a number"),
         ("reference,closer,farther,votes_closer,votes_farther\n1,2,3,0,0\n", "no votes"),
+        ("reference,closer,farther,votes_closer,votes_farther\n1,2,3,1.5,0\n", "whole number"),
         ("reference,closer,farther,votes_closer\n1,2,3,1\n", "'votes_farther'"),
         ("reference,closer,farther\n1,,3\n", "row 1: empty 'closer'"),
     ],
@@ -291,6 +293,18 @@ def test_incremental_index_equals_one_build(tmp_path: Path) -> None:
         part.add(vectors[:1], ["img3"])
 
 
+def test_ivf_search_finding_fewer_than_k_keeps_ids_and_distances_aligned() -> None:
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(400, 8)).astype(np.float32)
+    index = SimilarityIndex(8, "ivf", nprobe=1).add(vectors, map(str, range(400)))
+    ids, distances = index.search(vectors[:3], 100)
+    assert distances.shape == (3, 100)
+    for row, dist in zip(ids, distances, strict=True):
+        assert len(row) < 100  # one of 20 cells probed
+        assert np.isfinite(dist[: len(row)]).all() and np.isinf(dist[len(row) :]).all()
+        assert row[0] in {str(i) for i in range(3)} and dist[0] == pytest.approx(0, abs=1e-5)
+
+
 def test_ivf_index_finds_clustered_neighbours() -> None:
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(20, 8)) * 5
@@ -443,10 +457,30 @@ def test_cli_fit_agreement_index_and_similar(colour_items: dict, tmp_path: Path)
         "similar", query, "--index", index, "--k", "3", "--html", page, "--cache-dir", cache
     )
     assert found.exit_code == 0, found.output
-    assert "m3.png" in found.output.split("m3.png", 1)[1]  # the query itself is in the table
+    assert "m3.png" in found.output.split("m3.png", 1)[1]  # its copy is in the table
+    assert "the query itself" not in found.output  # a copy, not the query's own file
     html = page.read_text()
     assert html.count("data:image/png;base64,") == 4  # the query + 3 thumbnails
     assert json.loads((index / "index.json").read_text())["count"] == 12
+    # a query that is itself in the index comes back first, and says so
+    own = _invoke(
+        "similar", collection / "m3.png", "--index", index, "--k", "3", "--html", page,
+        "--cache-dir", cache,
+    )  # fmt: skip
+    assert own.exit_code == 0, own.output
+    assert "m3.png (the query itself)" in own.output
+    assert page.read_text().count("(the query itself)") == 1
+    hits = search_similar(collection / "m3.png", index, 3, cache_dir=cache)
+    assert hits[0].is_query and hits[0].id == "m3.png" and not any(h.is_query for h in hits[1:])
+
+    # an IVF index that finds fewer than k: hits stay aligned with their distances
+    meta = SimilarityIndex.load(index).meta
+    dim = SimilarityIndex.load(index).dim
+    vectors = np.random.default_rng(0).normal(size=(400, dim)).astype(np.float32)
+    sparse = SimilarityIndex(dim, "ivf", nprobe=1, meta=meta).add(vectors, map(str, range(400)))
+    sparse.save(tmp_path / "sparse")
+    few = search_similar(query, tmp_path / "sparse", 100, cache_dir=cache)
+    assert 0 < len(few) < 100 and all(np.isfinite(h.distance) for h in few)
 
 
 @pytest.mark.slow

@@ -1427,11 +1427,14 @@ def similar(
         hits = search_similar(image, index, k, cache_dir=cache_dir)
     except (ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    table = Table(title=f"nearest to {image.name}")
+    from rich.markup import escape
+
+    table = Table(title=f"nearest to {escape(image.name)}")
     for column in ("rank", "id", "distance"):
         table.add_column(column, justify="left" if column == "id" else "right")
     for n, hit in enumerate(hits, start=1):
-        table.add_row(str(n), hit.id, f"{hit.distance:.4f}")
+        note = " (the query itself)" if hit.is_query else ""
+        table.add_row(str(n), escape(hit.id) + note, f"{hit.distance:.4f}")
     console.print(table)
     if html is not None:
         console.print(f"page: {hits_html(image, hits, html, f'Images like {image.name}')}")

@@ -161,11 +161,19 @@ def _parse_alternatives(cell: object) -> list[tuple[str, float]]:
             items = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not JSON ({exc.msg})") from exc
+    if not isinstance(items, (list, tuple)):
+        raise ValueError("expected a list of [value, confidence] pairs")
     pairs = []
     for item in items:
         if not (isinstance(item, (list, tuple)) and len(item) == 2):
             raise ValueError("expected a list of [value, confidence] pairs")
-        value, p = str(item[0]).strip(), float(item[1])
+        value = str(item[0]).strip()
+        try:
+            p = float(item[1])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"confidence {item[1]!r} of {value!r} is not a number") from exc
+        if not value:
+            raise ValueError("an alternative has an empty value")
         if not 0 <= p <= 1:
             raise ValueError(f"confidence {p} of {value!r} is not in [0, 1]")
         pairs.append((value, p))

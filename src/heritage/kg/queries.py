@@ -311,7 +311,7 @@ class GraphQueries:
                     "value": labels.get(value, value),
                     "confidence": float(conf),
                     "alternatives": json.dumps(alternatives, ensure_ascii=False),
-                    "modalities": mods or "",
+                    "modalities": mods if isinstance(mods, str) else "",  # unbound: None/NaN
                     "status": "catalogued" if cat else "predicted",
                     "catalogued": cat,
                 }

@@ -103,12 +103,18 @@ class VirtuosoServer:
             )
         )
         self._log = open(self.folder / "stdout.log", "wb")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen(
-            [exe, "-f", "-c", "virtuoso.ini"],
-            cwd=self.folder,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        try:
+            self.process = subprocess.Popen(
+                [exe, "-f", "-c", "virtuoso.ini"],
+                cwd=self.folder,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+            )
+        except BaseException:  # not started: close the log, remove a temporary folder
+            self._log.close()
+            if self._temporary:
+                shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         try:
             self._wait(timeout)
         except BaseException:

@@ -57,9 +57,9 @@ class FusionConfig:
     a LightGBM stacker: the first is a smooth log-linear pool, the second finds interactions
     between modalities (e.g. "trust the text when the tabular model is unsure"); their errors
     differ, so the average has lower variance than either — the same reason soups and soft
-    voting help. On
-    silknow-records, 5-fold cross-validation over the training records' out-of-fold inputs
-    put the blend ahead of both on macro-F1 for each of 3 seeds (benchmarks/multimodal.md).
+    voting help. On silknow-records, 5-fold cross-validation over the training records'
+    out-of-fold inputs put the blend ahead of both on macro-F1, averaged over 3 seeds
+    (``stacker_cv_*`` in benchmarks/results/multimodal.json).
     ``"auto"`` fits all three per property and keeps the best on validation data (the
     simpler one on a tie); ``"logistic"``/``"lightgbm"`` use one.
     ``calibration="temperature"`` rescales the fused probabilities on validation data;

@@ -141,7 +141,10 @@ class SimilarityIndex:
             self._index.add(self._vectors)
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[list[list[str]], np.ndarray]:
-        """The ``k`` nearest ids per query and their cosine distances (ascending)."""
+        """The ``k`` nearest ids per query and their cosine distances (ascending).
+
+        An IVF index can find fewer than ``k`` (the probed cells hold fewer vectors): that
+        row of ids is then shorter, and the distances past its end are ``inf``."""
         if len(self) == 0:
             raise ValueError("the index is empty")
         q = normalise(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim))
@@ -155,7 +158,8 @@ class SimilarityIndex:
         finally:
             faiss.omp_set_num_threads(threads)
         ids = [[self.ids[p] for p in row if p >= 0] for row in pos]
-        return ids, (1.0 - sims).astype(np.float32)
+        distances = np.where(pos >= 0, 1.0 - sims, np.inf).astype(np.float32)
+        return ids, distances
 
     # ------------------------------------------------------------------ files
     def save(self, folder: str | Path) -> Path:

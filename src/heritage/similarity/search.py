@@ -200,27 +200,35 @@ def _read_paths(folder: str | Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Hit:
-    """One answer: the item id, its image path (when known) and its cosine distance."""
+    """One answer: the item id, its image path (when known) and its cosine distance.
+    ``is_query``: the answer is the query's own file (it is in the index)."""
 
     id: str
     path: str | None
     distance: float
+    is_query: bool = False
 
 
 def search_similar(
     image: str | Path, index_dir: str | Path, k: int = 10, cache_dir: str | Path | None = None
 ) -> list[Hit]:
-    """The ``k`` images of the index nearest to ``image``, nearest first."""
+    """The ``k`` images of the index nearest to ``image``, nearest first. When the query
+    file is itself in the index it comes back too (distance 0), marked ``is_query``."""
     index = SimilarityIndex.load(index_dir)
     embedder = SearchEmbedder(
         EmbeddingConfig(**index.meta["embedding"]), index.meta.get("model"), cache_dir
     )
-    vectors, failed = embedder.embed([str(Path(image).resolve())])
+    query = str(Path(image).resolve())
+    vectors, failed = embedder.embed([query])
     if failed:
         raise ValueError(f"cannot read {image}: {next(iter(failed.values()))}")
     ids, distances = index.search(vectors, k)
     paths = _read_paths(index_dir)
-    return [Hit(i, paths.get(i), float(d)) for i, d in zip(ids[0], distances[0], strict=True)]
+    found = distances[0][: len(ids[0])]  # IVF may find fewer than k
+    return [
+        Hit(i, paths.get(i), float(d), is_query=paths.get(i) == query)
+        for i, d in zip(ids[0], found, strict=True)
+    ]
 
 
 def hits_html(image: str | Path, hits: Sequence[Hit], out: str | Path, title: str = "") -> Path:
@@ -234,7 +242,12 @@ def hits_html(image: str | Path, hits: Sequence[Hit], out: str | Path, title: st
         return f"<div class='card'>{img}{caption}</div>"
 
     cards = "".join(
-        card(h.path, h.id, f"<b>{n}. {esc(h.id)}</b><br>distance {h.distance:.4f}")
+        card(
+            h.path,
+            h.id,
+            f"<b>{n}. {esc(h.id)}</b><br>distance {h.distance:.4f}"
+            + ("<br><i>(the query itself)</i>" if h.is_query else ""),
+        )
         for n, h in enumerate(hits, start=1)
     )
     name = Path(image).name

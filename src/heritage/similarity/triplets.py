@@ -9,8 +9,8 @@ tell a clear majority from a 1–1 tie; a tie carries no information about the r
 which is why agreement is also reported on clear-majority triplets only.
 
 A triplet CSV has ``reference,closer,farther`` (item ids), optionally
-``votes_closer,votes_farther`` and a context column. Every problem is listed with its data row
-(1-based, header excluded) before anything is trained.
+``votes_closer,votes_farther`` (whole numbers) and a context column. Every problem is listed
+with its data row (1-based, header excluded) before anything is trained.
 """
 
 from __future__ import annotations
@@ -169,6 +169,11 @@ class TripletTable:
                 neg = np.isfinite(v) & (v < 0)
                 problems += [
                     f"row {r}: negative {c} ({x:g})" for r, x in zip(rows[neg], v[neg], strict=True)
+                ]
+                frac = np.isfinite(v) & (v >= 0) & (v != np.round(v))
+                problems += [
+                    f"row {r}: {c} ({x:g}) is not a whole number of votes"
+                    for r, x in zip(rows[frac], v[frac], strict=True)
                 ]
                 votes[c] = v
             vc, vf = votes["votes_closer"], votes["votes_farther"]

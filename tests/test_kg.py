@@ -710,6 +710,10 @@ def test_virtuoso_push_and_query(virtuoso: VirtuosoServer, export: Export, activ
     columns = ["museum", "n_images", "place", "technique", "text_en"]
     pd.testing.assert_frame_equal(endpoint.records(columns), embedded.records(columns))
     pd.testing.assert_frame_equal(endpoint.predictions(), embedded.predictions())
+    # replacing with nothing empties the graph, whichever protocol
+    endpoint.push([], graph=graph, protocol="graph-store", replace=True)
+    assert endpoint.count(graph) == 0
+    endpoint.push(export, graph=graph, protocol="graph-store")
     endpoint.clear(graph)
     assert endpoint.count(graph) == 0
 

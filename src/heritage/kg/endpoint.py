@@ -237,7 +237,8 @@ class SparqlEndpoint(GraphQueries):
             check_iri(graph, "graph")
         start = time.perf_counter()
         requests = 0
-        if replace and protocol == "update":
+        # the Graph Store replaces with its first PUT; with nothing to send, clear instead
+        if replace and (protocol == "update" or not lines):
             self.clear(graph)
             requests += 1
         with progress_bar() as bar:

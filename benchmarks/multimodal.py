@@ -10,8 +10,13 @@ stacker (out of fold), dev chooses the stacker and calibrates, test is read once
 hieroglyphs-unas: one record per crop (its image), properties `category` and `sign`, the
 source `page` as a tabular field; a seeded share of each property's values is hidden in every
 split (as catalogue gaps), the model sees only what is left, and test is scored against the
-true labels. Seeds change the fold split and LightGBM's seeds (and, for hieroglyphs, which
-labels are hidden); the text models are deterministic. `--dry-run` prints the records
+true labels; methods `image` (frozen features), `tabular`, `fusion`, and `image_multitask` /
+`fusion_multitask` (the fine-tuned multi-task image model, alone and fused with `tabular`;
+3 out-of-fold splits, so 4 fine-tunes per seed). `hieroglyphs-unas/grouped-test` scores the
+fitted image models on multi-image records (every test crop of one sign on one page) with
+each aggregation, `mean` and `max_confidence`. Seeds change the fold split and LightGBM's
+seeds (and, for hieroglyphs, which labels are hidden and the fine-tunes' seeds); the text
+models are deterministic. `--dry-run` prints the records
 instead of writing benchmarks/results/multimodal.json.
 """
 
@@ -182,12 +187,16 @@ def run_predictor(
     seed: int,
     with_fusion: bool,
     cross_validate_stackers: bool = False,
-) -> dict[str, float]:
+    fusion_method: str = "fusion",
+    folds: int = 5,
+) -> tuple[dict[str, float], MetadataPredictor]:
     """Fit one predictor with every requested modality; score each modality alone (its
     refit on all training records) and the fusion on test. ``methods``: benchmark method
-    name -> modality name. Returns the average macro-F1 per method, for the log."""
+    name -> modality name. Returns the average macro-F1 per method (for the log) and the
+    predictor."""
     t0 = time.perf_counter()
-    predictor = MetadataPredictor(list(modalities), FusionConfig(seed=seed)).fit(table)
+    fusion = FusionConfig(seed=seed, folds=folds)
+    predictor = MetadataPredictor(list(modalities), fusion).fit(table)
     predictor.predict(table)  # every record, as `heritage metadata predict` does
     seconds = time.perf_counter() - t0
 
@@ -202,21 +211,21 @@ def run_predictor(
         summary[method] = float(np.mean(list(f1.values())))
     if with_fusion:
         f1, ece = score(test_truth, predictor.predict_proba(test), predictor.classes_, priors)
-        record(book, dataset, "fusion", f1, ece)
+        record(book, dataset, fusion_method, f1, ece)
         _, raw = score(test_truth, uncalibrated(predictor, test), predictor.classes_, priors)
-        book.add(dataset, "fusion", "ece_uncalibrated", raw["ece"])
-        book.add(dataset, "fusion", "ece_uncalibrated_property_mean", raw["ece_property_mean"])
-        book.add(dataset, "fusion", "fit_predict_seconds", seconds)
-        summary["fusion"] = float(np.mean(list(f1.values())))
+        book.add(dataset, fusion_method, "ece_uncalibrated", raw["ece"])
+        book.add(dataset, fusion_method, "ece_uncalibrated_property_mean", raw["ece_property_mean"])
+        book.add(dataset, fusion_method, "fit_predict_seconds", seconds)
+        summary[fusion_method] = float(np.mean(list(f1.values())))
         summary["ece"] = ece["ece"]
         summary["seconds"] = seconds
         if cross_validate_stackers:
             for kind, value in stacker_cv(predictor, table.split("train"), seed).items():
-                book.add(dataset, "fusion", f"stacker_cv_macro_f1_{kind}", value)
+                book.add(dataset, fusion_method, f"stacker_cv_macro_f1_{kind}", value)
                 summary[f"cv_{kind}"] = value
         for line in predictor.summary():
             console.print(f"  {line}", markup=False)
-    return summary
+    return summary, predictor
 
 
 def limit_per_split(df: pd.DataFrame, limit: int | None) -> pd.DataFrame:
@@ -250,7 +259,7 @@ def silknow(
         names = {method: mod.name for method, mod in zip(base, mods, strict=True)}
         report = {m: n for m, n in names.items() if m in methods}
         fuse = "fusion" in methods
-        summary = run_predictor(book, SILKNOW, table, table, mods, report, seed, fuse, fuse)
+        summary, _ = run_predictor(book, SILKNOW, table, table, mods, report, seed, fuse, fuse)
         console.print({k: round(v, 4) for k, v in summary.items()})
         if not book.dry_run:
             book.write()  # after every seed: an interrupted benchmark keeps its records
@@ -280,6 +289,54 @@ def autogluon(book: RecordBook, seeds: Sequence[int], python: Path, time_limit: 
         console.print({"peer_autogluon": round(float(np.mean(list(f1.values()))), 4)})
 
 
+def grouped_test(df: pd.DataFrame, spec: RecordSpec, root: Path) -> RecordTable | None:
+    """Test crops grouped into multi-image records: every crop of one sign on one page (a
+    group's labels are the same by construction), groups of two or more images only. A
+    stand-in for objects photographed several times, to compare image aggregations."""
+    test = df[df["split"] == "test"]
+    rows = [
+        {**group.iloc[0].to_dict(), "record": f"{page}:{sign}", "image": "|".join(group["image"])}
+        for (page, sign), group in test.groupby(["page", "sign"], sort=True)
+        if len(group) >= 2
+    ]
+    return RecordTable.from_frame(pd.DataFrame(rows), spec, image_root=root) if rows else None
+
+
+def compare_aggregations(
+    book: RecordBook, predictor: MetadataPredictor, grouped: RecordTable, priors: dict
+) -> dict[str, float]:
+    """Each image modality of ``predictor`` on multi-image records, with each way of
+    aggregating a record's images (the same fitted model; only the aggregation changes)."""
+    dataset, out = f"{GLYPHS}/grouped-test", {}
+    for modality in predictor.modalities_:
+        if not modality.name.startswith("image"):
+            continue
+        before = modality.config.aggregate
+        try:
+            for how in ("mean", "max_confidence"):
+                modality.config.aggregate = how
+                proba = modality.predict_proba(grouped)
+                f1, _ = score(grouped, proba, predictor.classes_, priors)
+                record(book, dataset, f"{modality.name}_{how}", f1)
+                out[f"{modality.name}_{how}"] = float(np.mean(list(f1.values())))
+        finally:
+            modality.config.aggregate = before
+    return out
+
+
+#: the fine-tuned multi-task image model on hieroglyphs: the regularisers benchmark's cheap
+#: base (96 px, glyph augmentation without flips), 4 epochs in two restart cycles, and
+#: 3 out-of-fold splits (a fine-tune per fold: 4 fine-tunes per seed on two CPU cores)
+GLYPH_MULTITASK = {
+    "image_size": 96,
+    "resize_mode": "pad",
+    "augment": "glyphs",
+    "epochs": 4,
+    "restart_epochs": 2,
+}
+GLYPH_MULTITASK_FOLDS = 3
+
+
 def hieroglyphs(
     book: RecordBook,
     methods: Sequence[str],
@@ -299,12 +356,15 @@ def hieroglyphs(
         split_column="split",
     )
     truth = RecordTable.from_frame(df, spec, image_root=manifest.parent)
+    image_methods = {"image", "fusion", "image_multitask", "fusion_multitask"}
+    grouped = grouped_test(df, spec, manifest.parent) if image_methods & set(methods) else None
     image = ImageModel(ImageConfig(image_size=128, resize_mode="pad"))  # features shared
     base = {}
     if "image" in methods or "fusion" in methods:
         base["image"] = "image"
     if "tabular" in methods or "fusion" in methods:
         base["tabular"] = "tabular"
+    multitask = [m for m in ("image_multitask", "fusion_multitask") if m in methods]
     for seed in seeds:
         console.rule(f"{GLYPHS} · seed {seed} · {hidden:.0%} of labels hidden")
         rng = np.random.default_rng(seed)
@@ -312,10 +372,45 @@ def hieroglyphs(
         for prop in GLYPH_PROPERTIES:
             masked.loc[rng.random(len(masked)) < hidden, prop] = ""
         table = RecordTable.from_frame(masked, spec, image_root=manifest.parent)
-        mods = [image if name == "image" else make_modality(name, seed=seed) for name in base]
-        report = {m: m for m in base if m in methods}
-        summary = run_predictor(book, GLYPHS, table, truth, mods, report, seed, "fusion" in methods)
-        console.print({k: round(v, 4) for k, v in summary.items()})
+        if grouped is not None:  # once per seed (the records are the same every time)
+            paths = grouped.image_paths()
+            book.add(f"{GLYPHS}/grouped-test", "records", "n_records", len(grouped))
+            book.add(
+                f"{GLYPHS}/grouped-test",
+                "records",
+                "images_per_record",
+                float(np.mean([len(p) for p in paths])),
+            )
+        if base:
+            mods = [image if name == "image" else make_modality(name, seed=seed) for name in base]
+            report = {m: m for m in base if m in methods}
+            summary, predictor = run_predictor(
+                book, GLYPHS, table, truth, mods, report, seed, "fusion" in methods
+            )
+            if grouped is not None:
+                priors = priors_of(table.split("train"), predictor.classes_)
+                summary |= compare_aggregations(book, predictor, grouped, priors)
+            console.print({k: round(v, 4) for k, v in summary.items()})
+        if multitask:
+            mods = [make_modality("image_multitask", seed=seed, train=GLYPH_MULTITASK)]
+            if "fusion_multitask" in methods:
+                mods.append(make_modality("tabular", seed=seed))
+            summary, predictor = run_predictor(
+                book,
+                GLYPHS,
+                table,
+                truth,
+                mods,
+                {"image_multitask": "image_multitask"},
+                seed,
+                "fusion_multitask" in methods,
+                fusion_method="fusion_multitask",
+                folds=GLYPH_MULTITASK_FOLDS,
+            )
+            if grouped is not None:
+                priors = priors_of(table.split("train"), predictor.classes_)
+                summary |= compare_aggregations(book, predictor, grouped, priors)
+            console.print({k: round(v, 4) for k, v in summary.items()})
         if not book.dry_run:
             book.write()
 
@@ -331,8 +426,12 @@ class Book(RecordBook):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=[SILKNOW, GLYPHS])
+    image_methods = ["image", "image_multitask", "fusion_multitask"]
     parser.add_argument(
-        "--methods", nargs="+", default=[*METHODS, "image"], choices=[*METHODS, "image"]
+        "--methods",
+        nargs="+",
+        default=[*METHODS, *image_methods],
+        choices=[*METHODS, *image_methods],
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--hidden", type=float, default=0.3, help="hieroglyphs: share hidden")

@@ -97,10 +97,17 @@ def fit_run(cfg: TrainConfig, collection: Collection, run_dir: Path) -> dict:
     }
 
 
-def cached(run_dir: Path, compute: Callable[..., dict], cfg: TrainConfig, *args: Any) -> dict:
-    """Scores of a finished run, computed once by ``compute(cfg, *args)``; a run folder left by
-    other settings (BASE or METHODS changed since) is refused, not silently reused."""
-    path = run_dir / "bench.json"
+def cached(
+    run_dir: Path,
+    compute: Callable[..., dict],
+    cfg: TrainConfig,
+    *args: Any,
+    name: str = "bench.json",
+) -> dict:
+    """Scores of a finished run, computed once by ``compute(cfg, *args)`` and kept in
+    ``run_dir/name``; a run folder left by other settings (BASE or METHODS changed since) is
+    refused, not silently reused."""
+    path = run_dir / name
     if path.is_file():
         scores = json.loads(path.read_text())
         stored = scores.get("config")
@@ -274,7 +281,9 @@ def choose_entropy(args: argparse.Namespace, book: RecordBook) -> None:
             console.rule(f"coarse → fine (val) · {name} · seed {seed}")
             cfg = coarse_fine_config(seed, args.device, entropy)
             run_dir = args.runs / "coarse-fine" / name / f"seed{seed}"
-            scores = cached(run_dir, coarse_fine_scores, cfg, run_dir, "val", device)
+            scores = cached(
+                run_dir, coarse_fine_scores, cfg, run_dir, "val", device, name="bench_val.json"
+            )
             for metric in ("coarse_top1", "fine_knn_top1", "fine_probe_top1"):
                 book.add(dataset, name, f"val_{metric}", scores[metric])
             book.write()
@@ -313,9 +322,13 @@ def coarse_fine(args: argparse.Namespace, book: RecordBook) -> None:
         for seed in args.seeds:
             console.rule(f"coarse → fine (test) · {name} · seed {seed}")
             cfg = coarse_fine_config(seed, args.device, setting)
+            # the same folders as choose-entropy: a run trained there (seed 0) is reused, and
+            # only its test scores are new
             folder = name if setting is None else entropy_name(**setting)
-            run_dir = args.runs / "coarse-fine-test" / folder / f"seed{seed}"
-            scores = cached(run_dir, coarse_fine_scores, cfg, run_dir, "test", device)
+            run_dir = args.runs / "coarse-fine" / folder / f"seed{seed}"
+            scores = cached(
+                run_dir, coarse_fine_scores, cfg, run_dir, "test", device, name="bench_test.json"
+            )
             for metric in ("coarse_top1", "fine_knn_top1", "fine_probe_top1"):
                 book.add(dataset, name, metric, scores[metric])
             book.write()

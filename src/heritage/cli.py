@@ -548,6 +548,25 @@ def _names(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+def _image_options(path: Path, name: str) -> dict[str, Any]:
+    """Options of image modality ``name`` from a YAML mapping: its own section (``image:``,
+    ``image_multitask:``) when the file has sections, else the whole mapping."""
+    import yaml
+
+    if not path.is_file():
+        raise ValueError(f"image config not found: {path}")
+    try:
+        options = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: the image config must be a YAML mapping of option: value")
+    sections = {"image", "image_multitask"}
+    if sections & set(options):
+        return dict(options.get(name) or {})
+    return options
+
+
 def _text_columns(values: list[str] | None) -> dict[str, str] | None:
     """``COLUMN:LANG`` pairs; a bare ``text_xx`` takes its language from the suffix."""
     names = _names(values)
@@ -603,8 +622,19 @@ def metadata_fit(
     modalities: Annotated[
         list[str] | None,
         typer.Option(
-            help="tfidf, use, e5, tabular, image (default: tfidf+use for texts, tabular, image "
-            "for image columns)."
+            help="tfidf, use, e5, tabular, image (frozen features), image_multitask (a "
+            "fine-tuned model, one head per property: folds + 1 fine-tunes) (default: "
+            "tfidf+use for texts, tabular, image for image columns)."
+        ),
+    ] = None,
+    image_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML options of the image modality; with both image modalities, one section "
+            "each (image: ..., image_multitask: ...). image: backbone, image_size, "
+            "resize_mode, aggregate (mean or max_confidence), C. image_multitask: train "
+            "(a mapping of heritage train options: epochs, image_size, augment, loss, ...), "
+            "val_fraction, soup (greedy, uniform, best), aggregate."
         ),
     ] = None,
     folds: Annotated[int, typer.Option(help="Out-of-fold splits for the stacker.")] = 5,
@@ -627,7 +657,14 @@ def metadata_fit(
     (predictor.joblib) and its card (card.json)."""
     import pandas as pd
 
-    from heritage.metadata import FusionConfig, MetadataPredictor, RecordSpec, RecordTable
+    from heritage.metadata import (
+        FusionConfig,
+        MetadataPredictor,
+        RecordSpec,
+        RecordTable,
+        default_modalities,
+        make_modality,
+    )
 
     try:
         header = pd.read_csv(records, nrows=0).columns
@@ -642,9 +679,15 @@ def metadata_fit(
         )
         table = RecordTable.from_csv(records, spec, ignore_splits=_names(ignore_split) or ())
         fusion = FusionConfig(folds=folds, stacker=stacker, calibration=calibration, seed=seed)  # type: ignore[arg-type]
-        predictor = MetadataPredictor(
-            _names(modalities), fusion, top_k=top_k, cache_dir=cache_dir
-        ).fit(table)
+        chosen: list[Any] | None = _names(modalities)
+        if image_config is not None:
+            chosen = [
+                make_modality(name, seed=seed, **_image_options(image_config, name))
+                if name in ("image", "image_multitask")
+                else name
+                for name in (chosen or default_modalities(table))
+            ]
+        predictor = MetadataPredictor(chosen, fusion, top_k=top_k, cache_dir=cache_dir).fit(table)
         predictor.save(out)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         _fail(exc)

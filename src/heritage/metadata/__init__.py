@@ -16,6 +16,7 @@ record offers nothing to go on.
 from heritage.metadata.base import Modality, Targets
 from heritage.metadata.fusion import FusionConfig, Stacker, TemperatureScaling, out_of_fold
 from heritage.metadata.image import ImageConfig, ImageModel, aggregate_images
+from heritage.metadata.multitask import MultiTaskConfig, MultiTaskImageModel
 from heritage.metadata.predictor import (
     MODALITY_NAMES,
     PREDICTION_COLUMNS,
@@ -53,6 +54,8 @@ __all__ = [
     "ImageModel",
     "MetadataPredictor",
     "Modality",
+    "MultiTaskConfig",
+    "MultiTaskImageModel",
     "RecordError",
     "RecordSpec",
     "RecordTable",

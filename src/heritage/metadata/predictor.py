@@ -24,7 +24,7 @@ import json
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
@@ -56,7 +56,7 @@ __all__ = [
     "make_modality",
 ]
 
-MODALITY_NAMES = ("tfidf", "use", "e5", "tabular", "image")
+MODALITY_NAMES = ("tfidf", "use", "e5", "tabular", "image", "image_multitask")
 STATUSES = ("predicted", "catalogued", "no prediction")
 PREDICTION_COLUMNS = (
     "record",
@@ -75,8 +75,10 @@ CARD_FILE = "card.json"
 def make_modality(
     name: str, *, seed: int = 0, cache_dir: str | Path | None = None, **options: Any
 ) -> Modality:
-    """A modality by short name (``tfidf``, ``use``, ``e5``, ``tabular``, ``image``; the
-    ``text_`` prefix is accepted too). ``options`` go to the image modality's config."""
+    """A modality by short name (``tfidf``, ``use``, ``e5``, ``tabular``, ``image`` (frozen
+    features), ``image_multitask`` (fine-tuned, one head per property); the ``text_`` prefix
+    is accepted too). ``options`` go to the image modality's config (:class:`ImageConfig` or
+    :class:`MultiTaskConfig`, whose ``train`` mapping is a training config)."""
     key = name.removeprefix("text_")
     if key == "tfidf":
         return TfidfText()
@@ -87,12 +89,33 @@ def make_modality(
     if key == "image":
         from heritage.metadata.image import ImageConfig, ImageModel
 
+        _check_options(key, options, ImageConfig)
         return ImageModel(ImageConfig(**options))
+    if key == "image_multitask":
+        from heritage.metadata.multitask import (
+            MultiTaskConfig,
+            MultiTaskImageModel,
+            train_config,
+        )
+
+        _check_options(key, options, MultiTaskConfig)
+        options = dict(options)
+        train = options.pop("train", None) or {}
+        if isinstance(train, dict):  # the modality's defaults, then the caller's changes
+            train = train_config({"seed": seed, **train})
+        return MultiTaskImageModel(MultiTaskConfig(train=train, **options))
     from heritage.metadata.text import TEXT_ENCODERS
 
     if key in TEXT_ENCODERS:  # a registered encoder
         return EncoderText(key, cache_dir=cache_dir)
     raise ValueError(f"unknown modality {name!r}; use one of {MODALITY_NAMES}")
+
+
+def _check_options(name: str, options: dict[str, Any], config: type) -> None:
+    known = {f.name for f in fields(config)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown {name} options {unknown}; valid: {sorted(known)}")
 
 
 def default_modalities(table: RecordTable) -> list[str]:

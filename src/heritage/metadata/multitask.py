@@ -1,0 +1,541 @@
+"""Image modality, fine-tuned: one backbone with one head per property, trained on every
+property at once with a masked loss, and cooked into a greedy soup.
+
+The frozen-feature :class:`~heritage.metadata.image.ImageModel` is the cheap baseline; this
+one adapts the backbone to the collection, which is what the SILKNOW image classifier does:
+a shared trunk learns what all properties need (a place and a technique both show in the
+weave), and a property a record lacks simply contributes no loss for that record (masked
+cross-entropy or focal loss from :mod:`heritage.training.losses`).
+
+It is trained with the foundation recipe and pieces, configured by the same
+:class:`~heritage.training.trainer.TrainConfig`: pretrained backbone from
+:func:`~heritage.backbones.create_backbone`, decoded-image cache and augmentation from
+:mod:`heritage.data`, LP-FT (heads start as linear probes), AdamW with cosine warm restarts,
+and a soup of the checkpoints from the end of each restart cycle plus the best one
+(:func:`~heritage.soups.average_state_dicts`). Checkpoint selection and the greedy soup read a
+held-out share of the *training* records (``val_fraction``), never the predictor's
+validation or test records. Input mixing, SynerMix and entropy regularisation are
+single-label pieces and are refused here.
+
+A fit is a fine-tune; the predictor's out-of-fold stacking fits one per fold, so budget
+``folds + 1`` fine-tunes. Decoded images are shared by the fold clones.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from heritage.collection import CollectionWarning
+from heritage.metadata.base import Modality, Targets, absent
+from heritage.metadata.image import aggregate_images
+from heritage.metadata.records import RecordTable
+from heritage.training.losses import LossConfig
+from heritage.training.trainer import TrainConfig
+
+__all__ = ["MultiTaskConfig", "MultiTaskImageModel", "MultiTaskNet", "fine_tune_multitask"]
+
+SoupRecipe = Literal["greedy", "uniform", "best"]
+
+
+def _default_train() -> TrainConfig:
+    # shorter than a single-label run (the fit happens folds + 1 times) and focal by default:
+    # catalogue properties are long-tailed
+    return TrainConfig(
+        epochs=6, restart_epochs=2, loss=LossConfig("focal", gamma=2.0), label_smoothing=0.0
+    )
+
+
+def train_config(changes: dict[str, Any] | None = None, **fixed: Any) -> TrainConfig:
+    """This modality's training defaults with ``changes`` (then ``fixed``) applied. A mapping
+    for a section (``loss: {gamma: 1}``) updates the default section rather than replacing
+    it, so the focal default survives a change of γ; ``loss: ce`` names another loss."""
+    base = _default_train().to_dict()
+    data = dict(base)
+    shorthands = {"loss": "name", "mix": "method"}
+    for key, value in {**(changes or {}), **fixed}.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            data[key] = {**base[key], **value}
+        elif isinstance(value, str) and key in shorthands:
+            data[key] = {**base[key], shorthands[key]: value}
+        else:
+            data[key] = value
+    return TrainConfig.from_dict(data)
+
+
+@dataclass
+class MultiTaskConfig:
+    """Fine-tuning options (``train``, the foundation trainer's config; a mapping is read over
+    this modality's defaults), the share of training *records* held out for checkpoint
+    selection and the soup, the soup recipe, and how a record's several images become one
+    prediction (see :mod:`heritage.metadata.image`). Of the training options, the run-folder
+    ones (``val_fraction``, ``test_fraction``, ``keep_top_k``, ``workers``) do not apply."""
+
+    train: TrainConfig = field(default_factory=_default_train)
+    val_fraction: float = 0.15
+    soup: SoupRecipe = "greedy"
+    aggregate: Literal["mean", "max_confidence"] = "mean"
+    batch_size_eval: int = 64
+    chunk: int = 512  # images decoded at a time when predicting: bounds memory
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = train_config(self.train)
+        t = self.train
+        if t.mix.method != "none" or t.entropy.enabled or t.sampler == "class_pairs":
+            raise ValueError(
+                "the multi-task image model trains several labels per image: mixing, "
+                "SynerMix, entropy regularisation and class-pair batches are single-label "
+                "pieces and are not supported here"
+            )
+        if isinstance(t.loss.alpha, list):
+            raise ValueError(
+                "a list of focal alpha weights cannot fit properties with different classes: "
+                "use alpha: inverse_frequency (per property) or none"
+            )
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        if self.soup not in ("greedy", "uniform", "best"):
+            raise ValueError(f"soup must be greedy, uniform or best, got {self.soup!r}")
+        if self.aggregate not in ("mean", "max_confidence"):
+            raise ValueError(f"aggregate must be mean or max_confidence, got {self.aggregate!r}")
+
+
+class MultiTaskNet(nn.Module):
+    """A timm backbone's pooled features feeding one linear head per property."""
+
+    def __init__(self, backbone: nn.Module, n_classes: list[int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        # the width of pre_logits: some timm models (MobileNetV3) widen it past num_features
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        self.heads = nn.ModuleList(nn.Linear(width, n) for n in n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f = self.features(x)
+        return [head(f) for head in self.heads]
+
+
+def _build(
+    config: MultiTaskConfig, n_classes: list[int], *, pretrained: bool = True
+) -> tuple[MultiTaskNet, Any]:
+    """The network and its preprocessing; ``pretrained=False`` when the weights are about to
+    be replaced by a fitted state (no weights file or download needed then)."""
+    from heritage.backbones import create_backbone, resolve_preprocessing
+
+    t = config.train
+    backbone = create_backbone(
+        t.backbone,
+        2,
+        weights=t.weights if pretrained else None,
+        pretrained=t.pretrained and pretrained,
+    )
+    backbone.reset_classifier(0)
+    prep = resolve_preprocessing(backbone, t.image_size, t.resize_mode)
+    return MultiTaskNet(backbone, n_classes), prep
+
+
+@torch.no_grad()
+def _predict(
+    model: MultiTaskNet, loader: Any, device: torch.device, precision: Any
+) -> list[np.ndarray]:
+    """Per property, (n, classes) probabilities in loader order."""
+    model.eval()
+    out: list[list[np.ndarray]] = [[] for _ in model.heads]
+    for x, _ in loader:
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with precision.autocast(device):
+            logits = model(x)
+        for p, z in enumerate(logits):
+            out[p].append(torch.softmax(z.float(), dim=1).cpu().numpy())
+    return [
+        np.concatenate(o) if o else np.zeros((0, h.out_features))
+        for o, h in zip(out, model.heads, strict=True)
+    ]
+
+
+def _score(probas: list[np.ndarray], codes: np.ndarray, learnt: list[bool]) -> float:
+    """Mean over the learnt properties (with known labels) of macro-F1 on the known labels."""
+    from sklearn.metrics import f1_score
+
+    scores = []
+    for p, proba in enumerate(probas):
+        known = codes[:, p] >= 0
+        if learnt[p] and known.any():
+            y = codes[known, p]
+            scores.append(f1_score(y, proba[known].argmax(1), average="macro", labels=np.unique(y)))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _criterion(t: TrainConfig, counts: np.ndarray) -> nn.Module:
+    """The property's loss. Inverse-frequency focal weights are computed per property; a class
+    without a training image (a rare class missing from a fold) gets the smallest weight of
+    the others, so the fit goes on rather than fail."""
+    from heritage.training.losses import create_loss
+
+    loss = t.loss
+    if loss.name == "focal" and loss.alpha == "inverse_frequency":
+        present = counts > 0
+        weights = np.zeros(len(counts))
+        weights[present] = 1.0 / counts[present]
+        weights[~present] = weights[present].min()
+        loss = LossConfig("focal", loss.gamma, (weights / weights.mean()).tolist())
+    return create_loss(loss, label_smoothing=t.label_smoothing)
+
+
+def holdout_records(owner: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask over images: all images of a seeded ``fraction`` of the records (never
+    one view of an object in training and another in the held-out part). None held out with
+    fewer than 10 records."""
+    records = np.unique(owner)
+    n_val = round(fraction * len(records)) if len(records) >= 10 else 0
+    chosen = np.random.default_rng(seed).permutation(records)[:n_val]
+    return np.isin(owner, chosen)
+
+
+def fine_tune_multitask(
+    paths: list[str],
+    owner: np.ndarray,
+    codes: np.ndarray,
+    n_classes: list[int],
+    config: MultiTaskConfig,
+    cache: Any,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Fine-tune on images ``paths`` (``owner[i]``: the record of image i) with ``codes[i, p]``
+    the class of image i for property p (-1 unknown); returns the soup's state dict (CPU) and
+    a report (per-epoch validation scores, the soup's ingredients). ``cache`` is an
+    :class:`~heritage.data.ImageCache` with the images already decoded. A property with fewer
+    than two known classes takes no part (no loss, no say in selection)."""
+    import math
+
+    from heritage.backbones import batchnorm_layers
+    from heritage.data import ImageCache, ImageDataset, eval_transform, train_transform
+    from heritage.probe import LinearProbe
+    from heritage.progress import progress_bar
+    from heritage.runtime import Precision, configure_threads, resolve_device, seed_everything
+    from heritage.soups import average_state_dicts, batchnorm_stats_differ, recalibrate_batchnorm
+    from heritage.training.trainer import cycle_ends, freeze_early_stages, make_loader
+
+    t = config.train
+    configure_threads()
+    seed_everything(t.seed)
+    device = resolve_device(t.device)
+    precision = Precision.resolve(t.precision, device)
+    model, prep = _build(config, n_classes)
+    if cache.prep != prep:  # decoded for other preprocessing: decode again, lazily
+        cache = ImageCache(prep)
+    frozen = freeze_early_stages(model.backbone, t.freeze_stages)
+    model.to(device).to(memory_format=torch.channels_last)
+
+    held = holdout_records(owner, config.val_fraction, t.seed)
+    val, train = np.flatnonzero(held), np.flatnonzero(~held)
+    n_val = len(val)
+    learnt = [
+        len(np.unique(codes[train][codes[train, p] >= 0, p])) >= 2 for p in range(len(n_classes))
+    ]
+    codes = np.where(np.asarray(learnt)[None, :], codes, -1)  # unlearnable properties: no loss
+    codes_t = torch.as_tensor(codes, dtype=torch.long)
+
+    def dataset(rows: np.ndarray, transform: Any) -> ImageDataset:
+        return ImageDataset([paths[i] for i in rows], rows, cache, transform)  # target = row
+
+    plain = make_loader(
+        dataset(train, eval_transform(prep)), config.batch_size_eval, shuffle=False, workers=0
+    )
+    batch_size = min(t.batch_size, len(train))
+    loader = make_loader(
+        dataset(train, train_transform(prep, t.augment)),
+        batch_size,
+        shuffle=True,
+        workers=0,
+        seed=t.seed,
+        drop_last=len(train) > batch_size,
+    )
+    val_loader = make_loader(
+        dataset(val, eval_transform(prep)), config.batch_size_eval, shuffle=False, workers=0
+    )
+
+    def to_device(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device).contiguous(memory_format=torch.channels_last)
+
+    if t.head_init == "probe":  # LP-FT: each head starts as a linear probe on frozen features
+        model.eval()
+        with torch.no_grad():
+            feats = []
+            for x, _ in plain:
+                with precision.autocast(device):
+                    feats.append(model.features(to_device(x)).float().cpu())
+        feats_np = torch.cat(feats).numpy()
+        for p, head in enumerate(model.heads):
+            y = codes[train, p]
+            if not learnt[p]:
+                continue
+            known = y >= 0
+            probe = LinearProbe().fit(feats_np[known], y[known], n_classes[p])
+            weight, bias = probe.head_weights()
+            with torch.no_grad():
+                head.weight.copy_(weight.to(head.weight))
+                head.bias.copy_(bias.to(head.bias))
+
+    criteria = []
+    for p in range(len(n_classes)):
+        y = codes[train, p]
+        counts = np.bincount(y[y >= 0], minlength=n_classes[p]).astype(float)
+        criteria.append(_criterion(t, counts).to(device) if learnt[p] else None)
+    head_params = list(model.heads.parameters())
+    head_ids = set(map(id, head_params))
+    body = [q for q in model.parameters() if q.requires_grad and id(q) not in head_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": body, "lr": t.lr}, {"params": head_params, "lr": t.lr * t.head_lr_mult}],
+        weight_decay=t.weight_decay,
+    )
+    steps = len(loader)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer,
+        T_0=t.restart_epochs * steps,
+        T_mult=t.restart_mult,
+        eta_min=t.lr * t.min_lr_ratio,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype is torch.float16)
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    ends = set(cycle_ends(t))
+    snapshots: list[tuple[float, int, dict[str, torch.Tensor]]] = []
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    with progress_bar() as bar:
+        task = bar.add_task("multi-task fine-tune", total=t.epochs * steps, info="")
+        for epoch in range(1, t.epochs + 1):
+            model.train()
+            for module in frozen:
+                module.eval()
+            if t.freeze_bn_stats:
+                for module in batchnorm_layers(model):
+                    module.eval()
+            total = 0.0
+            for step, (x, rows) in enumerate(loader):
+                y = codes_t[rows].to(device)
+                with precision.autocast(device):
+                    logits = model(to_device(x))
+                # sum of per-property means over the rows that know that property
+                loss = sum(
+                    crit(z, y[:, p], mask=y[:, p] >= 0)
+                    for p, (crit, z) in enumerate(zip(criteria, logits, strict=True))
+                    if crit is not None
+                )
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(
+                        f"multi-task loss became {loss.item()} at epoch {epoch}, step {step}: "
+                        "lower the learning rate (train: {lr: ...})"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step((epoch - 1) * steps + step + 1)
+                total += loss.item()
+                bar.update(task, advance=1, info=f"epoch {epoch} loss {total / (step + 1):.4f}")
+            score = float("nan")
+            if n_val:
+                probas = _predict(model, val_loader, device, precision)
+                score = _score(probas, codes[val], learnt)
+            history.append({"epoch": epoch, "loss": total / max(steps, 1), "val_macro_f1": score})
+            key = score if np.isfinite(score) else float(epoch)  # no val: later is better
+            if best is None or key > best[0] or epoch in ends:
+                state = snapshot()
+                if best is None or key > best[0]:
+                    best = (key, epoch, state)
+                if epoch in ends:
+                    snapshots.append((key, epoch, state))
+    assert best is not None
+    if best[1] not in {e for _, e, _ in snapshots}:
+        snapshots.append(best)
+    snapshots.sort(key=lambda s: -s[0])
+    # averaged BatchNorm statistics of trained (not frozen) layers are recomputed on training
+    # images, as heritage.soups does; a single checkpoint is used as it was trained
+    recalibrate = batchnorm_stats_differ([s for _, _, s in snapshots])
+
+    def cook(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        model.load_state_dict(average_state_dicts(states))
+        if len(states) > 1 and recalibrate:
+            recalibrate_batchnorm(model, plain, device, precision)
+        return snapshot()
+
+    def evaluate_soup(state: dict[str, torch.Tensor]) -> float:
+        model.load_state_dict(state)
+        return _score(_predict(model, val_loader, device, precision), codes[val], learnt)
+
+    if config.soup == "best":
+        ingredients = [snapshots[0]]
+    elif config.soup == "uniform":
+        ingredients = snapshots
+    elif n_val == 0:  # no held-out records to be greedy on: the last checkpoint
+        ingredients = [max(snapshots, key=lambda s: s[1])]
+    else:  # greedy: in order of validation score, keep a checkpoint if the soup does not drop
+        ingredients, current = [snapshots[0]], snapshots[0][0]
+        for candidate in snapshots[1:]:
+            trial = evaluate_soup(cook([s for _, _, s in [*ingredients, candidate]]))
+            if trial >= current:
+                ingredients, current = [*ingredients, candidate], trial
+    soup = cook([s for _, _, s in ingredients])
+    report = {
+        "history": history,
+        "soup": config.soup,
+        "ingredients": [e for _, e, _ in ingredients],
+        "learnt": learnt,
+        "val_records": len(np.unique(owner[val])),
+        "val_macro_f1": evaluate_soup(soup) if n_val else float("nan"),
+    }
+    return soup, report
+
+
+class MultiTaskImageModel(Modality):
+    """Fine-tuned multi-task image modality. Learnt state: ``state_`` (the soup's weights),
+    ``classes_``, ``trained_`` (property -> whether it could be learnt), ``report_``
+    (validation history, soup ingredients)."""
+
+    name = "image_multitask"
+
+    def __init__(
+        self, config: MultiTaskConfig | None = None, *, _shared: dict[str, Any] | None = None
+    ) -> None:
+        self.config = config or MultiTaskConfig()
+        self._shared = _shared if _shared is not None else {}
+        self._model: Any = None
+
+    def clone(self) -> MultiTaskImageModel:
+        return MultiTaskImageModel(copy.deepcopy(self.config), _shared=self._shared)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self.config)}
+
+    def _cache(self) -> Any:
+        """The decoded-image cache for this configuration's preprocessing, shared by clones
+        (one per preprocessing, so clones of other image sizes never mix)."""
+        from heritage.backbones import create_backbone, resolve_preprocessing
+        from heritage.data import ImageCache
+
+        t = self.config.train
+        key = (t.backbone, t.image_size, t.resize_mode)
+        caches = self._shared.setdefault("caches", {})
+        if key not in caches:
+            backbone = create_backbone(t.backbone, 2, pretrained=False)
+            caches[key] = ImageCache(resolve_preprocessing(backbone, t.image_size, t.resize_mode))
+        return caches[key]
+
+    def _images(self, records: RecordTable, cache: Any) -> tuple[list[str], np.ndarray]:
+        """Readable image paths (decoded into ``cache``) and the record of each; unreadable
+        ones are skipped with a warning."""
+        from heritage.data import decode
+
+        failed: dict[str, str] = self._shared.setdefault("failed", {})
+        paths, owner, new_failures = [], [], []
+        for r, record_paths in enumerate(records.image_paths()):
+            for p in record_paths:
+                if p not in cache.images and p not in failed:
+                    try:
+                        cache.images[p] = decode(p, cache.prep)
+                    except Exception as exc:  # an unreadable file is skipped, not fatal
+                        failed[p] = f"{type(exc).__name__}: {exc}"
+                        new_failures.append(p)
+                if p in cache.images:
+                    paths.append(p)
+                    owner.append(r)
+        if new_failures:
+            warnings.warn(
+                f"skipped {len(new_failures)} unreadable image(s), e.g. {new_failures[0]} "
+                f"({failed[new_failures[0]]})",
+                CollectionWarning,
+                stacklevel=3,
+            )
+        return paths, np.asarray(owner, dtype=np.int64)
+
+    def fit(self, records: RecordTable, targets: Targets) -> MultiTaskImageModel:
+        self.classes_ = {p: list(c) for p, c in targets.classes.items()}
+        cache = self._cache()
+        paths, owner = self._images(records, cache)
+        props = list(self.classes_)
+        codes = (
+            np.stack([targets.codes[p][owner] for p in props], axis=1)
+            if len(owner)
+            else np.zeros((0, len(props)), dtype=np.int64)
+        )
+        self._model = None
+        learnable = [len(np.unique(codes[codes[:, i] >= 0, i])) >= 2 for i in range(len(props))]
+        if len(paths) < 2 or not any(learnable):
+            self.trained_ = dict.fromkeys(props, False)
+            self.state_, self.report_ = None, {"skipped": "fewer than 2 labelled images"}
+            return self
+        n_classes = [len(self.classes_[p]) for p in props]
+        self.state_, self.report_ = fine_tune_multitask(
+            paths, owner, codes, n_classes, self.config, cache
+        )
+        self.trained_ = dict(zip(props, self.report_["learnt"], strict=True))
+        return self
+
+    def _network(self) -> tuple[MultiTaskNet, Any, Any, Any]:
+        from heritage.runtime import Precision, resolve_device
+
+        if self._model is None:
+            t = self.config.train
+            device = resolve_device(t.device)
+            n_classes = [len(c) for c in self.classes_.values()]
+            model, prep = _build(self.config, n_classes, pretrained=False)
+            model.load_state_dict(self.state_)
+            model.to(device).to(memory_format=torch.channels_last).eval()
+            self._model = (model, prep, device, Precision.resolve(t.precision, device))
+        return self._model
+
+    def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
+        from heritage.data import ImageCache, ImageDataset, eval_transform
+        from heritage.training.trainer import make_loader
+
+        out = {p: absent(len(records), len(c)) for p, c in self.classes_.items()}
+        if self.state_ is None:
+            return out
+        model, prep, device, precision = self._network()
+        shared = self._cache()
+        per_prop: list[list[np.ndarray]] = [[] for _ in self.classes_]
+        owners = []
+        # chunks of records, each decoded into a temporary cache (images already decoded for
+        # training are reused): a large catalogue never sits in memory at once
+        step = max(1, self.config.chunk)
+        for start in range(0, len(records), step):
+            part = records.subset(np.arange(start, min(start + step, len(records))))
+            cache = ImageCache(prep)
+            cache.images.update(
+                {p: shared.images[p] for ps in part.image_paths() for p in ps if p in shared.images}
+            )
+            paths, owner = self._images(part, cache)
+            if not paths:
+                continue
+            ds = ImageDataset(paths, None, cache, eval_transform(prep))
+            loader = make_loader(ds, self.config.batch_size_eval, shuffle=False, workers=0)
+            for p, proba in enumerate(_predict(model, loader, device, precision)):
+                per_prop[p].append(proba)
+            owners.append(owner + start)
+        if not owners:
+            return out
+        owner = np.concatenate(owners)
+        for p, prop in enumerate(self.classes_):
+            if self.trained_[prop]:
+                proba = np.concatenate(per_prop[p])
+                out[prop] = aggregate_images(proba, owner, len(records), self.config.aggregate)
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        # decoded images are keyed by local paths and the network is rebuilt from state_
+        state = dict(self.__dict__)
+        state["_shared"], state["_model"] = {}, None
+        return state

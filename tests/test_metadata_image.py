@@ -74,7 +74,7 @@ def test_image_model_fits_and_abstains_without_images(image_records: RecordTable
         proba = model.predict_proba(image_records)["colour"]
     assert np.isnan(proba[-2:]).all()  # no image, unreadable image
     assert not np.isnan(proba[:-2]).any()
-    np.testing.assert_allclose(proba[:-2].sum(axis=1), 1.0)
+    np.testing.assert_allclose(proba[:-2].sum(axis=1), 1.0, rtol=1e-6)  # float32 softmax
     assert "missing.png" in next(iter(model.store.failed))
     labels = Targets.encode(image_records, model.classes_).codes["colour"][:-2]
     assert (proba[:-2].argmax(axis=1) == labels).mean() > 0.5  # 3 colours: chance is 1/3

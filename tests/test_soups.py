@@ -200,14 +200,15 @@ def test_greedy_soup_starts_from_best_checkpoint(opened: Run, metric: str) -> No
     if metric == "loss":
         best = min(own.values())
         first = names[int(np.argmin(list(own.values())))]
-        assert soup.val_score_ <= best + 1e-9
+        assert soup.val_score_ <= best * (1 + 1e-5)  # float32 re-evaluation
     else:
         best = max(own.values())
         first = names[int(np.argmax(list(own.values())))]  # ties: the earliest
         assert soup.val_score_ >= best - 1e-9
     assert soup.ingredients_[0] == first
     assert soup.steps_[0].candidate == first and soup.steps_[0].accepted
-    assert soup.steps_[0].score == pytest.approx(own[first])
+    # float32 forward passes: the same weights may sum in another order on another run
+    assert soup.steps_[0].score == pytest.approx(own[first], rel=1e-5)
     assert sorted(s.candidate for s in soup.steps_) == sorted(names)
     assert soup.ingredients_ == [first] + [s.candidate for s in soup.steps_[1:] if s.accepted]
     assert soup.card_.provenance["ingredients"] == soup.ingredients_

@@ -71,8 +71,12 @@ METHODS = {
 }
 REGIMES = {"full": None, "low": 10}  # at most this many training images per class
 COARSE_FINE = {"dataset": "hieroglyphs-unas", "coarse": "category", "fine": "sign"}
-#: Entropy settings tried on validation by `choose-entropy` (weight, per_class)
-ENTROPY_GRID = [(w, pc) for pc in (False, True) for w in (0.03, 0.1, 0.3)]
+#: Entropy settings tried on validation by `choose-entropy`: λ × global / per-class with the
+#: default estimator (1-NN on L2-normalised penultimate features); then, around the best of
+#: those (λ = 0.3, global, the edge of the grid), the 3rd-neighbour estimator and λ = 1.
+#: Raw (unnormalised) features are not tried: their entropy grows without bound with scale.
+ENTROPY_GRID = [{"weight": w, "per_class": pc} for pc in (False, True) for w in (0.03, 0.1, 0.3)]
+ENTROPY_GRID += [{"weight": 0.3, "per_class": False, "k": 3}, {"weight": 1.0, "per_class": False}]
 
 
 def train_collection(setup: Setup, regime: str, seed: int, label_column: str | None = None):
@@ -228,8 +232,10 @@ def overhead(args: argparse.Namespace, book: RecordBook) -> None:
 
 
 # ---------------------------------------------------------------------- coarse -> fine
-def entropy_name(weight: float, per_class: bool) -> str:
-    return f"ce_entropy_{weight:g}_{'per_class' if per_class else 'global'}"
+def entropy_name(weight: float, per_class: bool, k: int = 1, normalise: bool = True) -> str:
+    """``ce_entropy_0.3_global``; a non-default estimator adds ``_k3`` or ``_raw``."""
+    name = f"ce_entropy_{weight:g}_{'per_class' if per_class else 'global'}"
+    return name + (f"_k{k}" if k != 1 else "") + ("" if normalise else "_raw")
 
 
 def coarse_fine_scores(
@@ -273,9 +279,12 @@ def choose_entropy(args: argparse.Namespace, book: RecordBook) -> None:
     """Validation only: every entropy setting of ENTROPY_GRID against plain CE, one seed."""
     device = resolve_device(args.device)
     dataset = f"{COARSE_FINE['dataset']}/coarse-fine-val"
-    settings = [("ce", None)] + [
-        (entropy_name(w, pc), {"weight": w, "per_class": pc}) for w, pc in ENTROPY_GRID
-    ]
+    settings = [("ce", None)] + [(entropy_name(**e), e) for e in ENTROPY_GRID]
+    if args.settings:  # e.g. only settings added to the grid since the last run
+        unknown = set(args.settings) - {name for name, _ in settings}
+        if unknown:
+            raise SystemExit(f"unknown entropy settings: {sorted(unknown)}")
+        settings = [(name, e) for name, e in settings if name in args.settings]
     for name, entropy in settings:
         for seed in args.seeds:
             console.rule(f"coarse → fine (val) · {name} · seed {seed}")
@@ -291,7 +300,8 @@ def choose_entropy(args: argparse.Namespace, book: RecordBook) -> None:
 
 def chosen_entropy() -> dict:
     """The entropy setting with the best validation fine k-NN top-1 among those whose
-    validation coarse top-1 is within 1 point of plain CE (written by `choose-entropy`)."""
+    validation coarse top-1 is within 1 point of plain CE (written by `choose-entropy`); a tie
+    goes to the better validation coarse top-1."""
     path = ROOT / "benchmarks" / "results" / "regularisers.json"
     records = json.loads(path.read_text()) if path.is_file() else []
     val = {
@@ -302,15 +312,23 @@ def chosen_entropy() -> dict:
     if ("ce", "val_coarse_top1") not in val:
         raise SystemExit("run `python benchmarks/regularisers.py choose-entropy` first")
     floor = val[("ce", "val_coarse_top1")] - 0.01
-    candidates = [
-        (val[(entropy_name(w, pc), "val_fine_knn_top1")], w, pc)
-        for w, pc in ENTROPY_GRID
-        if val.get((entropy_name(w, pc), "val_coarse_top1"), -1.0) >= floor
+    missing = [
+        entropy_name(**e) for e in ENTROPY_GRID if (entropy_name(**e), "val_coarse_top1") not in val
     ]
+    if missing:
+        raise SystemExit(f"run `python benchmarks/regularisers.py choose-entropy` for {missing}")
+    scored = [
+        (
+            val[(entropy_name(**e), "val_fine_knn_top1")],
+            val[(entropy_name(**e), "val_coarse_top1")],
+            e,
+        )
+        for e in ENTROPY_GRID
+    ]
+    candidates = [c for c in scored if c[1] >= floor]
     if not candidates:
         raise SystemExit("no entropy setting keeps validation coarse top-1 within 1 point of CE")
-    _, weight, per_class = max(candidates)
-    return {"weight": weight, "per_class": per_class}
+    return max(candidates, key=lambda c: c[:2])[2]
 
 
 def coarse_fine(args: argparse.Namespace, book: RecordBook) -> None:
@@ -341,6 +359,9 @@ def main() -> None:
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument(
+        "--settings", nargs="+", default=None, help="choose-entropy: only these settings"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", type=Path, default=RUNS)
     parser.add_argument("--rounds", type=int, default=5, help="overhead: timing rounds")

@@ -6,7 +6,7 @@ python benchmarks/tables.py
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +54,16 @@ def table(records: list[dict]) -> list[str]:
             "|---|" + "---|" * (len(per_row) + len(metrics)),
         ]
         for method in methods:
-            first_of_row = next(r for r in recs if r["method"] == method)
-            row = [str(first_of_row[key]) for key in per_row]
-            row += [fmt(cell[(method, m)]) if (method, m) in cell else "" for m in metrics]
+            mine = [r for r in recs if r["method"] == method]
+            # a row may mix counts (e.g. timing rounds and training seeds): the row shows the
+            # commonest, and a cell with another count says its own
+            seeds = Counter(r["n_seeds"] for r in mine).most_common(1)[0][0]
+            shown = {"hardware": mine[0]["hardware"], "n_seeds": seeds}
+            row = [str(shown[key]) for key in per_row]
+            for m in metrics:
+                r = cell.get((method, m))
+                own = "n_seeds" in per_row and r is not None and r["n_seeds"] != seeds
+                row.append("" if r is None else fmt(r) + (f" (n={r['n_seeds']})" if own else ""))
             lines.append(f"| {method} | " + " | ".join(row) + " |")
         lines.append("")
     return lines

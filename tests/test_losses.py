@@ -131,6 +131,25 @@ def test_focal_alpha_weights_classes() -> None:
     )
 
 
+def test_focal_alpha_weights_rows_not_the_smoothing_mass() -> None:
+    """With label smoothing and strong imbalance, α must not pull a frequent class's images
+    towards the rare class: the loss of one row is lowest at its own (smoothed) target."""
+    alpha = inverse_frequency([1000, 10])  # the rare class weighs 100x
+    loss = FocalLoss(0.0, alpha, label_smoothing=0.1)
+    z = torch.zeros(1, 2, requires_grad=True)
+    optimiser = torch.optim.SGD([z], lr=0.5)
+    for _ in range(300):
+        optimiser.zero_grad()
+        loss(z, torch.tensor([0])).backward()
+        optimiser.step()
+    assert torch.softmax(z, -1)[0, 0].item() == pytest.approx(0.95, abs=1e-3)
+    # a soft target weighs as the mix of its classes
+    logits, t = torch.randn(3, 2), torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    rows = torch.stack([FocalLoss(2.0)(logits[i : i + 1], t[i : i + 1]) for i in range(3)])
+    expected = (rows * (t @ alpha)).mean()
+    torch.testing.assert_close(FocalLoss(2.0, alpha)(logits, t), expected)
+
+
 def test_focal_alpha_length_checked() -> None:
     logits, y = _batch(c=5)
     with pytest.raises(ValueError, match="alpha has 3 weights for 5 classes"):
@@ -204,7 +223,8 @@ def test_focal_alpha_follows_device_and_not_in_state_dict() -> None:
 def test_inverse_frequency() -> None:
     w = inverse_frequency([10, 20, 40])
     assert w.dtype == torch.float32
-    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+    # weights average 1 over the training images (not over classes): the loss keeps its scale
+    torch.testing.assert_close((w * torch.tensor([10.0, 20.0, 40.0])).sum() / 70, torch.tensor(1.0))
     torch.testing.assert_close(w / w[0], torch.tensor([1.0, 0.5, 0.25]))
     torch.testing.assert_close(inverse_frequency([7, 7]), torch.ones(2))
     with pytest.raises(ValueError, match=r"classes \[1\] have no images"):
@@ -247,7 +267,7 @@ def test_create_loss() -> None:
     assert (fl.gamma, fl.label_smoothing, fl.alpha) == (1.5, 0.05, None)
 
     fl = create_loss(LossConfig("focal", alpha="inverse_frequency"), class_counts=[1, 3])
-    torch.testing.assert_close(fl.alpha, torch.tensor([1.5, 0.5]))
+    torch.testing.assert_close(fl.alpha, torch.tensor([2.0, 2.0 / 3.0]))  # N / (C · n_c)
     with pytest.raises(ValueError, match="needs the training class counts"):
         create_loss(LossConfig("focal", alpha="inverse_frequency"))
 

@@ -26,6 +26,7 @@ from heritage.soups import (
     ModelSoup,
     SoftVoting,
     average_state_dicts,
+    batchnorm_layers_that_differ,
     batchnorm_stats_differ,
     recalibrate_batchnorm,
 )
@@ -81,6 +82,38 @@ def test_batchnorm_stats_differ() -> None:
     assert batchnorm_stats_differ([base, {**base, "bn.running_var": torch.full((2,), 2.0)}])
     assert batchnorm_stats_differ([base, base, {**base, "bn.running_mean": torch.ones(2)}])
     assert not batchnorm_stats_differ([base])
+    trained = {**base, "head.bn.running_mean": torch.zeros(2), "head.bn.running_var": torch.ones(2)}
+    moved = {**trained, "head.bn.running_var": torch.full((2,), 3.0)}
+    assert batchnorm_layers_that_differ([trained, moved]) == {"head.bn"}
+
+
+def test_recalibrate_only_named_layers_keeps_the_others_in_use() -> None:
+    """A layer left out keeps its statistics *and* normalises with them during the pass, so
+    the recomputed layer after it sees what it was trained on."""
+    loader, x = _constant_mean_loader()
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.BatchNorm2d(3))
+    model[0].running_mean.fill_(10.0)  # "pretrained" statistics, far from the data's
+    recalibrate_batchnorm(model, loader, CPU, only={"1"})
+    assert torch.equal(model[0].running_mean, torch.full((3,), 10.0))
+    assert torch.equal(model[0].running_var, torch.ones(3))
+    expected = (x - 10.0).mean(dim=(0, 2, 3))  # layer 0 in eval: x - 10 (var 1, eps aside)
+    assert torch.allclose(model[1].running_mean, expected, atol=1e-3)
+
+
+def test_recalibrate_rewinds_a_shuffling_loader() -> None:
+    _, x = _constant_mean_loader()
+    loader = DataLoader(
+        TensorDataset(x, torch.zeros(len(x))),
+        batch_size=10,  # unequal last batch: the result depends on the batching
+        shuffle=True,
+        generator=torch.Generator().manual_seed(3),
+    )
+    runs = []
+    for _ in range(2):
+        model = nn.Sequential(nn.BatchNorm2d(3))
+        recalibrate_batchnorm(model, loader, CPU)
+        runs.append(model[0].running_var.clone())
+    assert torch.equal(runs[0], runs[1])
 
 
 def _constant_mean_loader(

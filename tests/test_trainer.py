@@ -236,7 +236,7 @@ def test_focal_loss_gets_class_weights_from_the_training_split(
         tmp_path / "run" / "split.csv", collection.root, collection.label_column
     )
     counts = np.bincount(split.split("train").targets(), minlength=len(collection.classes))
-    expected = (1 / counts) / (1 / counts).mean()
+    expected = counts.sum() / (len(counts) * counts)  # N / (C · n_c)
     torch.testing.assert_close(seen[0].cpu(), torch.tensor(expected, dtype=seen[0].dtype))
 
 
@@ -324,6 +324,16 @@ def test_freeze_early_stages() -> None:
         assert all(p.requires_grad for p in module.parameters())
     with pytest.raises(ValueError, match="not supported"):
         freeze_early_stages(nn.Sequential(nn.Linear(2, 2)), 1)
+
+
+def test_freeze_vit_keeps_position_embedding_with_its_stem() -> None:
+    model = create_backbone("vit_tiny_patch16_224", 2, pretrained=False)
+    freeze_early_stages(model, 1)
+    assert not model.pos_embed.requires_grad and not model.cls_token.requires_grad
+    assert not any(p.requires_grad for p in model.patch_embed.parameters())
+    assert not any(p.requires_grad for p in model.blocks[0].parameters())
+    assert all(p.requires_grad for p in model.blocks[1].parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
 
 
 def test_freeze_resnet_layers() -> None:

@@ -19,7 +19,7 @@ checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +52,20 @@ SOUP_METRICS: dict[str, tuple[Callable, bool]] = {
 }
 
 
+def batchnorm_layers_that_differ(states: Sequence[dict[str, torch.Tensor]]) -> set[str]:
+    """Names of the BatchNorm modules whose running statistics are not identical in all the
+    checkpoints (layers trained with frozen statistics, e.g. frozen stages, are not)."""
+    return {
+        key.rsplit(".", 1)[0]
+        for key in states[0]
+        if key.endswith(("running_mean", "running_var"))
+        and any(not torch.equal(states[0][key], s[key]) for s in states[1:])
+    }
+
+
 def batchnorm_stats_differ(states: Sequence[dict[str, torch.Tensor]]) -> bool:
     """True when the checkpoints' BatchNorm running statistics are not all identical."""
-    keys = [k for k in states[0] if k.endswith(("running_mean", "running_var"))]
-    return any(not torch.equal(states[0][k], s[k]) for s in states[1:] for k in keys)
+    return bool(batchnorm_layers_that_differ(states))
 
 
 def average_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -84,11 +94,21 @@ def recalibrate_batchnorm(
     device: torch.device,
     precision: Precision | None = None,
     max_batches: int | None = None,
+    only: Collection[str] | None = None,
 ) -> nn.Module:
     """Recompute BatchNorm running statistics with a cumulative average over ``loader``
-    (momentum ``None``), as ``torch.optim.swa_utils.update_bn`` does, with a batch cap."""
+    (momentum ``None``), as ``torch.optim.swa_utils.update_bn`` does, with a batch cap.
+
+    ``only`` names the BatchNorm modules to recompute (default: all); the others keep their
+    statistics and normalise with them during the pass, since the layers after them were
+    trained against those. A shuffling loader is rewound to its seed first, so every soup
+    a greedy search compares is recalibrated on the same batches."""
     precision = precision or Precision(None)
-    bns = batchnorm_layers(model)
+    bns = [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (only is None or name in only)
+    ]
     if not bns:
         return model
     momenta = {}
@@ -98,6 +118,12 @@ def recalibrate_batchnorm(
         bn.momentum = None
     was_training = model.training
     model.train()
+    for bn in batchnorm_layers(model):
+        if bn not in momenta:
+            bn.eval()
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(generator.initial_seed())
     for i, (x, _) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
@@ -165,7 +191,9 @@ class ModelSoup:
         model = build_model(card, average_state_dicts(states)).to(self._device)
         model.to(memory_format=torch.channels_last)
         if self._recalibrate and bn_loader is not None:
-            recalibrate_batchnorm(model, bn_loader, self._device, self._precision, self.bn_batches)
+            recalibrate_batchnorm(
+                model, bn_loader, self._device, self._precision, self.bn_batches, self._bn_layers
+            )
         return model
 
     def fit(
@@ -185,8 +213,12 @@ class ModelSoup:
             if c.architecture != card.architecture or c.classes != card.classes:
                 raise ValueError(f"{p} is not from the same architecture and classes as the others")
         states = [load_state(p) for p in checkpoints]
+        # automatic: only the layers whose statistics were trained (and so differ); forced:
+        # every BatchNorm layer
+        self._bn_layers: set[str] | None = None
         if self.recalibrate_bn is None:
-            self._recalibrate = batchnorm_stats_differ(states)  # False when there is no BN
+            self._bn_layers = batchnorm_layers_that_differ(states)  # empty when there is no BN
+            self._recalibrate = bool(self._bn_layers)
         else:
             self._recalibrate = self.recalibrate_bn
         if self._recalibrate and bn_loader is None:

@@ -180,15 +180,15 @@ def _criterion(t: TrainConfig, counts: np.ndarray) -> nn.Module:
     """The property's loss. Inverse-frequency focal weights are computed per property; a class
     without a training image (a rare class missing from a fold) gets the smallest weight of
     the others, so the fit goes on rather than fail."""
-    from heritage.training.losses import create_loss
+    from heritage.training.losses import create_loss, inverse_frequency
 
     loss = t.loss
     if loss.name == "focal" and loss.alpha == "inverse_frequency":
         present = counts > 0
         weights = np.zeros(len(counts))
-        weights[present] = 1.0 / counts[present]
+        weights[present] = inverse_frequency(counts[present].tolist()).numpy()
         weights[~present] = weights[present].min()
-        loss = LossConfig("focal", loss.gamma, (weights / weights.mean()).tolist())
+        loss = LossConfig("focal", loss.gamma, weights.tolist())
     return create_loss(loss, label_smoothing=t.label_smoothing)
 
 
@@ -222,7 +222,11 @@ def fine_tune_multitask(
     from heritage.probe import LinearProbe
     from heritage.progress import progress_bar
     from heritage.runtime import Precision, configure_threads, resolve_device, seed_everything
-    from heritage.soups import average_state_dicts, batchnorm_stats_differ, recalibrate_batchnorm
+    from heritage.soups import (
+        average_state_dicts,
+        batchnorm_layers_that_differ,
+        recalibrate_batchnorm,
+    )
     from heritage.training.trainer import cycle_ends, freeze_early_stages, make_loader
 
     t = config.train
@@ -364,12 +368,12 @@ def fine_tune_multitask(
     snapshots.sort(key=lambda s: -s[0])
     # averaged BatchNorm statistics of trained (not frozen) layers are recomputed on training
     # images, as heritage.soups does; a single checkpoint is used as it was trained
-    recalibrate = batchnorm_stats_differ([s for _, _, s in snapshots])
+    trained_bn = batchnorm_layers_that_differ([s for _, _, s in snapshots])
 
     def cook(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         model.load_state_dict(average_state_dicts(states))
-        if len(states) > 1 and recalibrate:
-            recalibrate_batchnorm(model, plain, device, precision)
+        if len(states) > 1 and trained_bn:
+            recalibrate_batchnorm(model, plain, device, precision, only=trained_bn)
         return snapshot()
 
     def evaluate_soup(state: dict[str, torch.Tensor]) -> float:

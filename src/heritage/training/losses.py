@@ -64,11 +64,15 @@ def _check_weights(weights: Sequence[float]) -> None:
 
 
 def inverse_frequency(class_counts: Sequence[int]) -> torch.Tensor:
-    """Per-class weights ∝ 1/count, normalised to mean 1 over classes.
+    """Per-class weights ``N / (C · n_c)`` (scikit-learn's "balanced"): ∝ 1/count, averaging 1
+    over the training *images*.
 
-    Mean 1 keeps the loss on the same scale as the unweighted one, so the learning rate tuned
-    for cross-entropy still fits. A class with no training image has no defined frequency (a
-    weight of 0 or ∞ would both be arbitrary), so zero counts are refused.
+    An average weight of 1 per image keeps the loss of the training distribution on the scale
+    of the unweighted one, so terms added to it (the entropy regulariser's λ) keep their
+    meaning; weights of mean 1 over *classes* would shrink it by the ratio of the harmonic to
+    the arithmetic mean of the counts (0.04 for counts 1000 and 10). A class with no training
+    image has no defined frequency (a weight of 0 or ∞ would both be arbitrary), so zero counts
+    are refused.
     """
     counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
     if counts.ndim != 1 or counts.numel() == 0:
@@ -81,8 +85,7 @@ def inverse_frequency(class_counts: Sequence[int]) -> torch.Tensor:
             f"inverse_frequency weights need every class in the training data; "
             f"classes {empty} have no images (give alpha as an explicit list instead)"
         )
-    weights = 1.0 / counts
-    return (weights / weights.mean()).float()
+    return (counts.sum() / (counts.numel() * counts)).float()
 
 
 def _keep_rows(
@@ -146,8 +149,13 @@ class FocalLoss(nn.Module):
     given rows for soft targets (which already carry any smoothing, as in
     :class:`CrossEntropy`). With ``γ = 0`` and no ``α`` this is exactly cross-entropy.
 
-    ``α`` weights each class's term; the mean is over rows, not over the rows' weights (unlike
-    ``F.cross_entropy(weight=...)``), so α with mean 1 keeps the loss scale.
+    ``α`` weights each *row* by its class: ``α_y`` for a class index, ``Σ_c α_c t_c`` for a
+    soft target ``t`` (a mixed pair weighs as the mix of its classes). Weighting every class's
+    term instead would also weight the label-smoothing and mixing mass spread over the other
+    classes, and with strong imbalance the rare classes' share of that mass would outweigh an
+    image's own class and pull predictions towards them. The mean is over rows, not over the
+    rows' weights (unlike ``F.cross_entropy(weight=...)``), so weights that average 1 over the
+    training images (:func:`inverse_frequency`) keep the loss scale.
 
     Computed in float32 from ``log_softmax``, with ``1 - p = -expm1(log p)``, so neither
     ``p → 0`` nor ``p → 1`` loses precision or gives NaN, and γ may be non-integer.
@@ -183,23 +191,24 @@ class FocalLoss(nn.Module):
     ) -> torch.Tensor:
         logp = F.log_softmax(logits.float(), dim=-1)
         n_classes = logp.shape[-1]
+        if self.alpha is not None and self.alpha.shape[0] != n_classes:
+            raise ValueError(f"alpha has {self.alpha.shape[0]} weights for {n_classes} classes")
         keep = _keep_rows(target, mask, self.ignore_index)
         if target.dtype.is_floating_point:
             q = target.float()
+            labels = q  # the row's own class mix, for its α
         else:
             safe = torch.where(keep, target, torch.zeros_like(target))  # -100 can't index
-            q = F.one_hot(safe, n_classes).float()
+            q = labels = F.one_hot(safe, n_classes).float()
             if self.label_smoothing:
                 q = q * (1.0 - self.label_smoothing) + self.label_smoothing / n_classes
         # 1 - p without cancellation; the floor (not 0) keeps the gradient of x^γ finite at
         # p = 1 for γ < 1, and tiny^γ is 0 (γ > 0) or 1 (γ = 0) to float32 precision anyway.
         one_minus_p = (-torch.expm1(logp)).clamp(min=torch.finfo(torch.float32).tiny)
-        terms = q * one_minus_p.pow(self.gamma) * logp
+        per_row = -(q * one_minus_p.pow(self.gamma) * logp).sum(dim=-1)
         if self.alpha is not None:
-            if self.alpha.shape[0] != n_classes:
-                raise ValueError(f"alpha has {self.alpha.shape[0]} weights for {n_classes} classes")
-            terms = terms * self.alpha.to(terms.device)
-        return _masked_mean(-terms.sum(dim=-1), keep)
+            per_row = per_row * (labels @ self.alpha.to(labels.device))
+        return _masked_mean(per_row, keep)
 
 
 def create_loss(

@@ -225,6 +225,10 @@ def freeze_early_stages(model: nn.Module, n_stages: int) -> list[nn.Module]:
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
+    # parameters held by the model itself belong to the stem too (a ViT's position embedding
+    # and class token): left trainable, they would move under a frozen patch embedding
+    for p in model.parameters(recurse=False):
+        p.requires_grad_(False)
     return frozen
 
 

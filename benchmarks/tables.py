@@ -158,6 +158,23 @@ def regulariser_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
                 mean = sum(gaps) / len(gaps)
                 text = f"SynerMix − best of {names}, macro-F1, mean of both datasets: {word}"
                 rows.append((f"both/{regime}", text, f"{100 * mean:+.2f} pt", mean >= bound))
+    for regime in ("low", "full"):  # the issue: "report whether the gains add up"
+        pairs = [
+            (v, cell[(d, m.removesuffix("+greedy_soup"), "macro_f1")])
+            for (d, m, metric), v in cell.items()
+            if d.endswith(f"/{regime}") and metric == "macro_f1" and m.endswith("+greedy_soup")
+            if (d, m.removesuffix("+greedy_soup"), "macro_f1") in cell
+        ]
+        if pairs:
+            better = sum(soup > single for soup, single in pairs)
+            rows.append(
+                (
+                    f"both/{regime}",
+                    "a greedy soup of the run adds to its best checkpoint (macro-F1; a finding)",
+                    f"{better} of {len(pairs)} method × dataset pairs",
+                    2 * better > len(pairs),
+                )
+            )
     focal = ("hieroglyphs-unas/full", "focal", "macro_f1")
     ce = ("hieroglyphs-unas/full", "ce", "macro_f1")
     if focal in cell and ce in cell:

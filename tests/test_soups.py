@@ -27,7 +27,6 @@ from heritage.soups import (
     SoftVoting,
     average_state_dicts,
     batchnorm_layers_that_differ,
-    batchnorm_stats_differ,
     recalibrate_batchnorm,
 )
 
@@ -71,17 +70,17 @@ def test_average_state_dicts_errors() -> None:
         average_state_dicts([{"w": torch.zeros(1)}, {"v": torch.zeros(1)}])
 
 
-def test_batchnorm_stats_differ() -> None:
+def test_batchnorm_layers_that_differ() -> None:
     base = {
         "conv.weight": torch.zeros(2),
         "bn.running_mean": torch.zeros(2),
         "bn.running_var": torch.ones(2),
     }
     other_weights = {**base, "conv.weight": torch.ones(2)}
-    assert not batchnorm_stats_differ([base, other_weights])
-    assert batchnorm_stats_differ([base, {**base, "bn.running_var": torch.full((2,), 2.0)}])
-    assert batchnorm_stats_differ([base, base, {**base, "bn.running_mean": torch.ones(2)}])
-    assert not batchnorm_stats_differ([base])
+    assert not batchnorm_layers_that_differ([base, other_weights])
+    assert batchnorm_layers_that_differ([base, {**base, "bn.running_var": torch.full((2,), 2.0)}])
+    assert batchnorm_layers_that_differ([base, base, {**base, "bn.running_mean": torch.ones(2)}])
+    assert not batchnorm_layers_that_differ([base])
     trained = {**base, "head.bn.running_mean": torch.zeros(2), "head.bn.running_var": torch.ones(2)}
     moved = {**trained, "head.bn.running_var": torch.full((2,), 3.0)}
     assert batchnorm_layers_that_differ([trained, moved]) == {"head.bn"}
@@ -172,7 +171,7 @@ def opened(trained_run: Path) -> Run:
 def test_pool_bn_statistics_are_frozen(opened: Run) -> None:
     """freeze_bn_stats (default) leaves every checkpoint with the same BatchNorm statistics."""
     assert len(opened.pool.entries) >= 2
-    assert not batchnorm_stats_differ([load_state(p) for p in opened.pool.paths()])
+    assert not batchnorm_layers_that_differ([load_state(p) for p in opened.pool.paths()])
 
 
 def test_uniform_soup_is_the_average(opened: Run, tmp_path: Path) -> None:

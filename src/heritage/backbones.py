@@ -244,10 +244,19 @@ def frozen_feature_extractor(
     return model, resolve_preprocessing(model, image_size, resize_mode)
 
 
+def named_batchnorm_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The BatchNorm layers of a model by module name (their running statistics need care in
+    fine-tuning and in soups)."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    }
+
+
 def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
-    """The BatchNorm layers of a model (their running statistics need care in fine-tuning
-    and in soups)."""
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """The BatchNorm layers of a model."""
+    return list(named_batchnorm_layers(model).values())
 
 
 def has_batchnorm(model: nn.Module) -> bool:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from heritage.backbones import batchnorm_layers
+from heritage.backbones import named_batchnorm_layers
 from heritage.evaluation import evaluate
 from heritage.model import (
     ModelCard,
@@ -61,11 +61,6 @@ def batchnorm_layers_that_differ(states: Sequence[dict[str, torch.Tensor]]) -> s
         if key.endswith(("running_mean", "running_var"))
         and any(not torch.equal(states[0][key], s[key]) for s in states[1:])
     }
-
-
-def batchnorm_stats_differ(states: Sequence[dict[str, torch.Tensor]]) -> bool:
-    """True when the checkpoints' BatchNorm running statistics are not all identical."""
-    return bool(batchnorm_layers_that_differ(states))
 
 
 def average_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -104,11 +99,8 @@ def recalibrate_batchnorm(
     trained against those. A shuffling loader is rewound to its seed first, so every soup
     a greedy search compares is recalibrated on the same batches."""
     precision = precision or Precision(None)
-    bns = [
-        m
-        for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (only is None or name in only)
-    ]
+    layers = named_batchnorm_layers(model)
+    bns = [m for name, m in layers.items() if only is None or name in only]
     if not bns:
         return model
     momenta = {}
@@ -118,7 +110,7 @@ def recalibrate_batchnorm(
         bn.momentum = None
     was_training = model.training
     model.train()
-    for bn in batchnorm_layers(model):
+    for bn in layers.values():
         if bn not in momenta:
             bn.eval()
     generator = getattr(loader, "generator", None)

@@ -74,9 +74,13 @@ COARSE_FINE = {"dataset": "hieroglyphs-unas", "coarse": "category", "fine": "sig
 #: Entropy settings tried on validation by `choose-entropy`: λ × global / per-class with the
 #: default estimator (1-NN on L2-normalised penultimate features); then, around the best of
 #: those (λ = 0.3, global, the edge of the grid), the 3rd-neighbour estimator and λ = 1.
+#: Last, where the features are taken (at the best λ): the output of the last stage before
+#: EfficientNet's 1×1 head convolution (``blocks.6``, 320-d, pooled) and of the stage before it
+#: (``blocks.5``, 192-d); the fine task is still scored on the penultimate features.
 #: Raw (unnormalised) features are not tried: their entropy grows without bound with scale.
 ENTROPY_GRID = [{"weight": w, "per_class": pc} for pc in (False, True) for w in (0.03, 0.1, 0.3)]
 ENTROPY_GRID += [{"weight": 0.3, "per_class": False, "k": 3}, {"weight": 1.0, "per_class": False}]
+ENTROPY_GRID += [{"weight": 0.3, "per_class": False, "layer": f"blocks.{i}"} for i in (6, 5)]
 
 
 def train_collection(setup: Setup, regime: str, seed: int, label_column: str | None = None):
@@ -232,10 +236,14 @@ def overhead(args: argparse.Namespace, book: RecordBook) -> None:
 
 
 # ---------------------------------------------------------------------- coarse -> fine
-def entropy_name(weight: float, per_class: bool, k: int = 1, normalise: bool = True) -> str:
-    """``ce_entropy_0.3_global``; a non-default estimator adds ``_k3`` or ``_raw``."""
+def entropy_name(
+    weight: float, per_class: bool, k: int = 1, normalise: bool = True, layer: str = ""
+) -> str:
+    """``ce_entropy_0.3_global``; a non-default estimator adds ``_k3`` or ``_raw``, another
+    feature location ``_at_blocks.6``."""
     name = f"ce_entropy_{weight:g}_{'per_class' if per_class else 'global'}"
-    return name + (f"_k{k}" if k != 1 else "") + ("" if normalise else "_raw")
+    name += (f"_k{k}" if k != 1 else "") + ("" if normalise else "_raw")
+    return name + (f"_at_{layer}" if layer else "")
 
 
 def coarse_fine_scores(

@@ -250,20 +250,21 @@ def test_yaml_with_train_section_and_top_level_options_is_refused(tmp_path: Path
 
 
 def test_cli_regulariser_flags_reach_the_run(image_folder: Path, tmp_path: Path) -> None:
-    """`--mix synermix --beta 0.1 --loss focal --gamma 2 --entropy 0.05` on top of a YAML."""
+    """`--mix synermix --beta 0.1 --loss focal --gamma 2 --entropy 0.05 …` on top of a YAML."""
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({**TINY_YAML, "epochs": 1}))
     run = tmp_path / "run"
     result = _invoke(
         "train", image_folder, "--out", run, "--config", config,
         "--mix", "synermix", "--beta", "0.1", "--loss", "focal", "--gamma", "2",
-        "--entropy", "0.05", "--entropy-per-class",
+        "--entropy", "0.05", "--entropy-per-class", "--entropy-layer", "blocks.1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["mix"]["method"] == "synermix" and saved["mix"]["beta"] == 0.1
     assert saved["loss"] == {"name": "focal", "gamma": 2.0, "alpha": None}
     assert saved["entropy"]["weight"] == 0.05 and saved["entropy"]["per_class"] is True
+    assert saved["entropy"]["layer"] == "blocks.1"
 
 
 def test_cli_rejects_unknown_mix_method(image_folder: Path, tmp_path: Path) -> None:

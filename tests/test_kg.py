@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -383,6 +384,28 @@ def test_records_round_trip(export: Export, records: pd.DataFrame, tmp_path: Pat
 
     spec = RecordSpec.infer(back.columns, ["place", "technique"], id_column="object")
     assert len(RecordTable.from_frame(back, spec)) == len(records)
+
+
+def test_in_memory_copy_answers_like_the_disk_store(export: Export, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with KnowledgeGraph(store) as kg:
+        kg.load(export, graph="https://example.org/graph/run1")  # named graphs survive the copy
+    disk, memory = KnowledgeGraph(store, read_only=True), KnowledgeGraph.in_memory(store)
+    assert memory.path is None and len(memory) == len(disk) == len(export)
+    for prop in ("technique", "place"):
+        pd.testing.assert_frame_equal(
+            memory.catalogued_else_predicted(prop, 0.5), disk.catalogued_else_predicted(prop, 0.5)
+        )
+    facet = disk.facet("technique", "damask", 0.0, "museum")
+    assert not facet.empty
+    pd.testing.assert_frame_equal(memory.facet("technique", "damask", 0.0, "museum"), facet)
+    memory.load(b'<https://example.org/a> <https://example.org/b> "c" .\n')  # stays in memory
+    assert len(memory) == len(export) + 1
+    assert len(KnowledgeGraph(store, read_only=True)) == len(export)
+    for open_missing in (KnowledgeGraph.in_memory, partial(KnowledgeGraph, read_only=True)):
+        with pytest.raises(FileNotFoundError, match="no store at") as missing:
+            open_missing(tmp_path / "nowhere")
+        assert "another process" not in str(missing.value)  # not blamed on a lock
 
 
 def test_predictions_round_trip(export: Export, records: pd.DataFrame) -> None:

@@ -204,3 +204,70 @@ def test_config() -> None:
     assert config.enabled
     reg = EntropyRegulariser.from_config(config)
     assert (reg.weight, reg.per_class, reg.k, reg.normalise) == (0.1, True, 2, False)
+    assert reg.layer == ""
+    assert EntropyRegulariser.from_config(EntropyConfig(0.1, layer="blocks.1")).layer == "blocks.1"
+
+
+# ------------------------------------------------------------------ where the features are taken
+
+
+def _net() -> torch.nn.Module:
+    """conv stage -> pooled features -> head: the tapped stage's output is 4-D."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 6, 3, padding=1),
+        torch.nn.Sequential(torch.nn.Conv2d(6, 5, 1), torch.nn.ReLU()),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(5, 4),
+    )
+
+
+def test_layer_taps_that_module_output_pooled_over_space() -> None:
+    net, x = _net(), torch.randn(8, 3, 6, 6)
+    reg = EntropyRegulariser(1.0, layer="0")
+    with reg.tapping(net):
+        features = net[:4](x)  # the penultimate features, which the regulariser must ignore
+        out = reg(features, None)
+    expected = EntropyRegulariser(1.0)(net[0](x).mean(dim=(2, 3)), None)
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, EntropyRegulariser(1.0)(features, None))
+    # the gradient reaches the tapped layer and nothing after it
+    out.backward()
+    assert net[0].weight.grad.abs().sum() > 0
+    assert net[1][0].weight.grad is None
+
+
+def test_layer_keeps_the_real_rows_and_leaves_no_hook() -> None:
+    net, x = _net(), torch.randn(8, 3, 6, 6)
+    reg = EntropyRegulariser(1.0, layer="1.0")
+    with reg.tapping(net):
+        both = net[:4](torch.cat([x, torch.flip(x, dims=[0])]))  # real first, then mixed
+        out = reg(both[:8], None)
+        with torch.no_grad():  # a validation pass does not replace the tapped batch
+            net(torch.randn(3, 3, 6, 6))
+        torch.testing.assert_close(reg(both[:8], None), out)
+    expected = EntropyRegulariser(1.0)(net[1][0](net[0](x)).mean(dim=(2, 3)), None)
+    torch.testing.assert_close(out, expected)
+    assert all(not m._forward_hooks for m in net.modules())
+    assert reg._tapped is None
+
+
+def test_layer_errors() -> None:
+    net = _net()
+    missing = EntropyRegulariser(1.0, layer="blocks.5")
+    with pytest.raises(ValueError, match=r"'blocks.5' is not a module.*top-level modules: 0, 1"):
+        missing.tapping(net).__enter__()
+    with pytest.raises(RuntimeError, match="saw no forward pass"):
+        EntropyRegulariser(1.0, layer="0")(_points(), None)
+
+    class Pair(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple:
+            return x, x
+
+    pairs, reg = torch.nn.Sequential(Pair()), EntropyRegulariser(1.0, layer="0")
+    with reg.tapping(pairs), pytest.raises(TypeError, match="returns tuple, not a tensor"):
+        pairs(torch.zeros(4, 3))
+        reg(torch.zeros(4, 3), None)
+    with EntropyRegulariser(1.0).tapping(net):  # no layer: a no-op
+        assert all(not m._forward_hooks for m in net.modules())

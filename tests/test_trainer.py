@@ -26,7 +26,7 @@ from heritage.data import AugmentConfig
 from heritage.training.losses import FocalLoss, LossConfig
 from heritage.training.mixing import MixConfig, MixUpCutMix
 from heritage.training.pool import CheckpointPool
-from heritage.training.regularisers import EntropyConfig
+from heritage.training.regularisers import EntropyConfig, EntropyRegulariser
 from heritage.training.samplers import ClassAwareBatchSampler
 from heritage.training.trainer import (
     TrainConfig,
@@ -216,6 +216,30 @@ def test_regularisers_compose_in_one_run(
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["mix"]["method"] == "synermix" and saved["loss"]["name"] == "focal"
     assert TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig().to_dict()})
+
+
+def test_entropy_on_a_named_layer(
+    image_folder: Path, tiny_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer taps the named stage during training steps only, and a name the model
+    does not have fails before any epoch is trained."""
+    seen: list[tuple[int, ...]] = []
+    original = EntropyRegulariser.forward
+
+    def spy(self, features, labels):
+        seen.append(tuple(self._tapped.shape))
+        return original(self, features, labels)
+
+    monkeypatch.setattr(EntropyRegulariser, "forward", spy)
+    collection = Collection.from_folder(image_folder)
+    cfg = tiny_config(epochs=1, entropy=EntropyConfig(weight=0.1, layer="blocks.1"))
+    result = Trainer(cfg).fit(collection, tmp_path / "run")
+    assert seen and all(len(shape) == 4 for shape in seen)  # a feature map, pooled later
+    assert math.isfinite(result.history[-1]["train_loss"])
+    bad = tiny_config(epochs=1, entropy=EntropyConfig(weight=0.1, layer="blocks.99"))
+    with pytest.raises(ValueError, match="not a module of the model"):
+        Trainer(bad).fit(collection, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "state.pt").exists()  # failed before the first epoch
 
 
 def test_focal_loss_gets_class_weights_from_the_training_split(

@@ -175,6 +175,13 @@ def train(
             "--entropy-per-class/--entropy-global", help="Entropy within each class or global."
         ),
     ] = None,
+    entropy_layer: Annotated[
+        str | None,
+        typer.Option(
+            help="Module whose pooled output the entropy acts on, e.g. blocks.5 "
+            "(default: the penultimate features)."
+        ),
+    ] = None,
     sampler: Annotated[
         str | None,
         typer.Option(help="Batches: auto, random, class_pairs (≥ 2 images per class present)."),
@@ -228,7 +235,7 @@ def train(
                 "augment": {"preset": augment} if augment else None,
                 "mix": _given(method=mix, alpha=mix_alpha, beta=beta, inter=inter),
                 "loss": _given(name=loss, gamma=gamma, alpha=focal_alpha),
-                "entropy": _given(weight=entropy, per_class=entropy_per_class),
+                "entropy": _given(weight=entropy, per_class=entropy_per_class, layer=entropy_layer),
                 "sampler": sampler,
                 "label_smoothing": label_smoothing,
                 "epochs": epochs,

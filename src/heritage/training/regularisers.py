@@ -7,10 +7,17 @@ including the finer distinctions a collection's curators may care about later. S
 ``λ·Ĥ(features)`` from the loss keeps the features spread out, so fine-grained information
 survives. ``Ĥ`` is the Kozachenko–Leonenko nearest-neighbour entropy estimate over the
 mini-batch, optionally within each class: differentiable, and no density model to fit.
+
+Where the features are taken matters as much as λ: by default the regulariser acts on the
+penultimate (pooled) features the head sees, but ``layer`` names any module of the model
+(``blocks.5``, ``conv_head``) whose output, averaged over space or tokens, is used instead;
+a forward hook taps it during training only (:meth:`EntropyRegulariser.tapping`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +40,7 @@ class EntropyConfig:
     per_class: bool = False  # estimate within each class of the batch (needs hard labels)
     k: int = 1  # k-th nearest neighbour
     normalise: bool = True  # L2-normalise features first (the estimate is then scale-free)
+    layer: str = ""  # a module's output (pooled) instead of the penultimate features, e.g. blocks.5
 
     def __post_init__(self) -> None:
         _check(self.weight, self.k)
@@ -102,7 +110,12 @@ class EntropyRegulariser(nn.Module):
     """
 
     def __init__(
-        self, weight: float, per_class: bool = False, k: int = 1, normalise: bool = True
+        self,
+        weight: float,
+        per_class: bool = False,
+        k: int = 1,
+        normalise: bool = True,
+        layer: str = "",
     ) -> None:
         super().__init__()
         _check(weight, k)
@@ -110,13 +123,61 @@ class EntropyRegulariser(nn.Module):
         self.per_class = per_class
         self.k = k
         self.normalise = normalise
+        self.layer = layer
+        self._tapped: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, config: EntropyConfig) -> EntropyRegulariser:
-        return cls(config.weight, config.per_class, config.k, config.normalise)
+        return cls(config.weight, config.per_class, config.k, config.normalise, config.layer)
+
+    @contextlib.contextmanager
+    def tapping(self, model: nn.Module) -> Iterator[None]:
+        """While open, keep the output of ``model``'s module ``layer`` from each forward pass
+        that builds a graph (so validation passes leave it alone); a no-op without ``layer``.
+        The hook is removed on exit: checkpoints, copies and evaluation never carry it."""
+        if not self.layer:
+            yield
+            return
+        names = dict(model.named_modules())
+        if self.layer not in names:
+            tops = ", ".join(name for name, _ in model.named_children())
+            raise ValueError(
+                f"entropy layer {self.layer!r} is not a module of the model; its top-level "
+                f"modules: {tops} (nested ones are named like blocks.5)"
+            )
+
+        def keep(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if torch.is_grad_enabled():
+                self._tapped = output
+
+        handle = names[self.layer].register_forward_hook(keep)
+        try:
+            yield
+        finally:
+            handle.remove()
+            self._tapped = None
+
+    def _layer_features(self, n: int) -> torch.Tensor:
+        """The tapped output for the batch's first ``n`` rows (objectives that forward real and
+        mixed images together put the real ones first), averaged over space or tokens."""
+        if self._tapped is None:
+            raise RuntimeError(
+                f"entropy layer {self.layer!r} saw no forward pass: run the model inside "
+                "`with regulariser.tapping(model):`"
+            )
+        if not isinstance(self._tapped, torch.Tensor):
+            raise TypeError(
+                f"entropy layer {self.layer!r} returns {type(self._tapped).__name__}, not a "
+                "tensor: name a module whose output is one feature map"
+            )
+        x = self._tapped[:n]
+        return x.flatten(2).mean(dim=2) if x.ndim == 4 else x.mean(dim=1) if x.ndim == 3 else x
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Returns −weight·Ĥ (to be added to the loss)."""
+        """Returns −weight·Ĥ (to be added to the loss) of ``features``, or of the tapped
+        layer's output for the same images when ``layer`` is set."""
+        if self.layer:
+            features = self._layer_features(features.shape[0])
         if features.ndim != 2:
             raise ValueError(f"features must be (n, d), got shape {tuple(features.shape)}")
         x = features.float()

@@ -272,7 +272,7 @@ class _LoopParts:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     objective: Objective
-    regularisers: list[nn.Module]
+    regularisers: list[EntropyRegulariser]
     device: torch.device
     precision: Precision
 
@@ -376,6 +376,9 @@ class Trainer:
             cfg.loss, label_smoothing=cfg.label_smoothing, class_counts=class_counts.tolist()
         )
         regularisers = [EntropyRegulariser.from_config(cfg.entropy)] if cfg.entropy.enabled else []
+        for regulariser in regularisers:
+            with regulariser.tapping(model):  # a layer name that is not in the model fails now
+                pass
         scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype is torch.float16)
         parts = _LoopParts(
             model,
@@ -517,7 +520,9 @@ class Trainer:
             for module in batchnorm_layers(model):
                 module.eval()
         total, count = 0.0, 0
-        with progress_bar() as bar:
+        with progress_bar() as bar, contextlib.ExitStack() as taps:
+            for regulariser in parts.regularisers:  # hooks on the layers they act on
+                taps.enter_context(regulariser.tapping(model))
             task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch)
             for step, (x, y) in enumerate(loader):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

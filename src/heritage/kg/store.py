@@ -74,7 +74,7 @@ class KnowledgeGraph(GraphQueries):
     @classmethod
     def in_memory(cls, path: str | Path) -> KnowledgeGraph:
         """A copy of the on-disk store at ``path`` held in memory, for a process that asks
-        many questions (a notebook, a web service): queries run about 3× faster than on
+        many questions (a notebook, a web service): queries run about 2× faster than on
         RocksDB, where every join step is a disk-index seek (the faceted query over 100,000
         predictions: benchmarks/kg.md), at the cost of the copy (tens of seconds and about
         0.5 kB of RAM per triple for millions of triples). Changes made to the copy stay in

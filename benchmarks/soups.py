@@ -66,7 +66,7 @@ SETUPS = {
         {
             "epochs": 12,
             "lr": 3e-4,
-            "image_size": 128,
+            "image_size": 192,
             "resize_mode": "pad",
             "augment": "glyphs",
             "batch_size": 32,
@@ -77,15 +77,18 @@ SETUPS = {
 METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
 
 
-def linear_probe(collection: Collection, cfg: TrainConfig, device: torch.device) -> dict:
-    """Frozen pretrained backbone + logistic regression (deterministic: features are fixed)."""
+def linear_probe(
+    collection: Collection, cfg: TrainConfig, device: torch.device, eval_split: str = "test"
+) -> dict:
+    """Frozen pretrained backbone + logistic regression (deterministic: features are fixed),
+    fitted on train, scored on ``eval_split``."""
     t0 = time.perf_counter()
     model = create_backbone(cfg.backbone, len(collection.classes)).to(device)
     model.to(memory_format=torch.channels_last)
     prep = resolve_preprocessing(model, cfg.image_size, cfg.resize_mode)
     cache = ImageCache(prep)
     feats = {}
-    for split in ("train", "test"):
+    for split in ("train", eval_split):
         part = collection.split(split)
         cache.load(part.paths())
         ds = ImageDataset(part.paths(), part.targets(), cache, eval_transform(prep))
@@ -95,8 +98,8 @@ def linear_probe(collection: Collection, cfg: TrainConfig, device: torch.device)
     probe = LinearProbe().fit(*feats["train"], n_classes=len(collection.classes))
     fit_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    proba = probe.predict_proba(feats["test"][0])
-    ev = evaluate(feats["test"][1], proba, collection.classes)
+    proba = probe.predict_proba(feats[eval_split][0])
+    ev = evaluate(feats[eval_split][1], proba, collection.classes)
     return {
         "top1": ev.top1,
         "macro_f1": ev.macro_f1,
@@ -113,6 +116,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "soups")
     parser.add_argument("--topic", default="soups", help="results file name")
+    parser.add_argument(
+        "--reuse-finished",
+        action="store_true",
+        help="keep a run folder whose training finished with the same options (e.g. the "
+        "sweep's run of the chosen setting, copied in) instead of retraining it; its wall "
+        "time is then not recorded, its training time is the one the run measured",
+    )
     args = parser.parse_args()
 
     configure_threads()
@@ -125,7 +135,8 @@ def main() -> None:
             console.rule(f"{name} · seed {seed}")
             cfg = TrainConfig.from_dict({**setup.config, "seed": seed, "device": args.device})
             run_dir = args.runs / name / f"seed{seed}"
-            if run_dir.exists():  # wall time must cover a whole, uninterrupted run
+            reused = args.reuse_finished and (run_dir / "train_summary.json").exists()
+            if run_dir.exists() and not reused:  # wall time must cover a whole, uninterrupted run
                 shutil.rmtree(run_dir)
             t_start = time.perf_counter()
             result = Trainer(cfg).fit(collection, run_dir)
@@ -150,7 +161,8 @@ def main() -> None:
                 book.add(name, method, "train_seconds", result.train_seconds + extra)
                 # everything from images on disk to the soups: decoding, probe head, training,
                 # validation, cooking (the 15-minute target)
-                book.add(name, method, "wall_seconds", wall_seconds)
+                if not reused:
+                    book.add(name, method, "wall_seconds", wall_seconds)
                 book.add(name, method, "train_images_per_second", result.train_images_per_second)
             probe = linear_probe(collection, cfg, device)
             book.add(name, "linear_probe", "top1", probe["top1"])

@@ -23,10 +23,10 @@ from heritage.training.trainer import TrainConfig, Trainer
 
 try:
     from records import RecordBook
-    from soups import SETUPS
+    from soups import SETUPS, linear_probe
 except ImportError:
     from benchmarks.records import RecordBook
-    from benchmarks.soups import SETUPS  # manifests and label columns only
+    from benchmarks.soups import SETUPS, linear_probe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,13 +78,35 @@ GRID = {
         "epochs": 12,
         "image_size": 160,
     },
+    # small glyphs, upscaled: `--probe-sizes 128 192 224` measures how well the frozen
+    # pretrained features separate the signs at each input size (records linear_probe_<n>px)
+    "lr3e-4_bnfrozen_12ep_pad_192px": {
+        "lr": 3e-4,
+        "freeze_bn_stats": True,
+        "epochs": 12,
+        "resize_mode": "pad",
+        "image_size": 192,
+    },
+    # a plain fine-tune: BatchNorm statistics trained, a random head, one learning rate
+    "lr1e-3_bntrain_randomhead": {
+        "lr": 1e-3,
+        "freeze_bn_stats": False,
+        "head_init": "random",
+    },
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(SETUPS), choices=list(SETUPS))
-    parser.add_argument("--settings", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--settings", nargs="*", default=list(GRID), choices=list(GRID))
+    parser.add_argument(
+        "--probe-sizes",
+        nargs="*",
+        type=int,
+        default=[],
+        help="also fit a frozen-backbone linear probe at each input size (resize mode 'pad')",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "sweep")
@@ -93,6 +115,15 @@ def main() -> None:
     book = RecordBook("sweep", hardware_label(resolve_device(args.device)))
     for name in args.datasets:
         collection = SETUPS[name].collection(check_images=False)
+        for size in args.probe_sizes:
+            console.rule(f"{name} · linear probe at {size} px")
+            # how well the frozen pretrained features separate the classes at this size,
+            # measured before paying for fine-tuning at it
+            cfg = TrainConfig.from_dict({**BASE[name], "resize_mode": "pad", "image_size": size})
+            probe = linear_probe(collection, cfg, resolve_device(args.device), eval_split="val")
+            for metric in ("top1", "macro_f1"):
+                book.add(name, f"linear_probe_{size}px", f"val_{metric}", probe[metric])
+            book.write()
         for setting in args.settings:
             for seed in args.seeds:
                 console.rule(f"{name} · {setting} · seed {seed}")

@@ -685,6 +685,9 @@ def test_cli_errors(tmp_path: Path, model_dir: Path) -> None:
     assert result.exit_code == 2 and "unknown RDF format" in result.output
     result = run("kg", "query", "ASK {}", "--store", tmp_path / "nowhere")
     assert result.exit_code == 2 and "no store" in result.output
+    result = run("kg", "load", tmp_path / "typo.nt", "--store", tmp_path / "new-store")
+    assert result.exit_code == 2 and "typo.nt" in result.output
+    assert not (tmp_path / "new-store").exists()
     broken = tmp_path / "broken.nt"
     broken.write_text(f"<{BASE}a> a <{HER}Prediction> .\n".replace(" a ", f" <{RDF}type> "))
     assert run("kg", "validate", broken).exit_code == 1

@@ -997,6 +997,9 @@ def kg_load(
 
     from heritage.kg import KnowledgeGraph
 
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:  # before the store is opened, so a typo leaves no empty store behind
+        _fail(FileNotFoundError(f"no such RDF file: {', '.join(missing)}"))
     try:
         kg = KnowledgeGraph(store)
         start = time.perf_counter()

@@ -70,6 +70,7 @@ SETUPS = {
             "resize_mode": "pad",
             "augment": "glyphs",
             "batch_size": 32,
+            "restart_epochs": 12,  # one cosine decay: chosen on validation (sweep.md)
         },
         ignore_splits=("unused",),
     ),

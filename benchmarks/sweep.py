@@ -93,6 +93,22 @@ GRID = {
         "freeze_bn_stats": False,
         "head_init": "random",
     },
+    # one cosine decay over the whole run instead of restarts every 3 epochs: the cycles are
+    # where the pool's diversity comes from, but a 3-epoch cycle may end before it converges
+    "lr3e-4_bnfrozen_12ep_pad_1cycle": {
+        "lr": 3e-4,
+        "freeze_bn_stats": True,
+        "epochs": 12,
+        "resize_mode": "pad",
+        "restart_epochs": 12,
+    },
+    # the plain fine-tune again, with a single cosine decay
+    "lr1e-3_bntrain_randomhead_1cycle": {
+        "lr": 1e-3,
+        "freeze_bn_stats": False,
+        "head_init": "random",
+        "restart_epochs": 8,
+    },
 }
 
 

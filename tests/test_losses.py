@@ -14,6 +14,7 @@ from heritage.training.losses import (
     LossConfig,
     create_loss,
     inverse_frequency,
+    inverse_frequency_of_present,
 )
 
 
@@ -233,6 +234,16 @@ def test_inverse_frequency() -> None:
         inverse_frequency([])
     with pytest.raises(ValueError, match=">= 0"):
         inverse_frequency([3, -1])
+
+
+def test_inverse_frequency_of_present_fills_absent_classes_with_the_smallest_weight() -> None:
+    w = inverse_frequency_of_present([10, 0, 40])
+    # the present classes get their own inverse-frequency weights, as if alone
+    torch.testing.assert_close(w[[0, 2]], inverse_frequency([10, 40]))
+    torch.testing.assert_close(w[1], w[2])  # 40 is the larger count: the smaller weight
+    assert torch.isfinite(w).all()
+    with pytest.raises(ValueError, match="at least one class"):
+        inverse_frequency_of_present([0, 0])
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import COLOURS, TINY_OPTIONS
 
 from heritage.collection import CollectionWarning
@@ -21,8 +22,9 @@ from heritage.metadata import (
     RecordTable,
     Targets,
     make_modality,
+    multitask,
 )
-from heritage.metadata.multitask import MultiTaskNet, holdout_records, train_config
+from heritage.metadata.multitask import MultiTaskNet, fit_key, holdout_records, train_config
 from heritage.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:skipped 1 unreadable image")
@@ -179,6 +181,8 @@ def test_cli_fits_the_multitask_image_model_from_a_yaml(records: RecordTable, tm
     assert model.config.aggregate == "max_confidence"
     assert model.config.train.epochs == 1
     assert model.report_["history"][0]["epoch"] == 1
+    # 2 out-of-fold fine-tunes + the final one, each resumable, kept beside the model
+    assert len(list((tmp_path / "m" / "fine-tunes").glob("*.pt"))) == 3
 
 
 def test_holdout_takes_whole_records() -> None:
@@ -222,3 +226,56 @@ def test_inverse_frequency_survives_a_class_missing_from_training(records: Recor
     model = MultiTaskImageModel(config).fit(train, Targets(targets.classes, codes))
     assert model.trained_["colour"]
     assert model.predict_proba(train)["colour"][:, 0].max() < 0.5  # never seen, rarely chosen
+
+
+def test_killed_fine_tune_resumes_and_a_finished_one_is_reused(
+    records: RecordTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = records.split("train")
+    targets = Targets.learn(train)
+    straight = MultiTaskImageModel(tiny()).fit(train, targets)
+
+    score, calls = multitask._score, []
+
+    def killed_in_epoch_3(*args):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 3's validation: epochs 1 and 2 are saved
+            raise KeyboardInterrupt
+        return score(*args)
+
+    monkeypatch.setattr(multitask, "_score", killed_in_epoch_3)
+    config = tiny(checkpoint_dir=str(tmp_path / "fine-tunes"))
+    with pytest.raises(KeyboardInterrupt):
+        MultiTaskImageModel(config).fit(train, targets)
+    (saved,) = (tmp_path / "fine-tunes").glob("*.pt")
+    assert torch.load(saved, weights_only=False)["epoch"] == 2
+
+    monkeypatch.setattr(multitask, "_score", score)
+    resumed = MultiTaskImageModel(config).fit(train, targets)
+    # the same run as without the interruption: same epochs, losses and soup
+    assert [h["epoch"] for h in resumed.report_["history"]] == [1, 2, 3, 4]
+    for a, b in zip(resumed.report_["history"], straight.report_["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    assert resumed.report_["ingredients"] == straight.report_["ingredients"]
+    for name, tensor in straight.state_.items():
+        torch.testing.assert_close(resumed.state_[name], tensor, atol=1e-5, rtol=1e-4)
+    assert "soup" in torch.load(saved, weights_only=False)  # finished: the result only
+
+    def no_training(*args):
+        raise AssertionError("a finished fine-tune was trained again")
+
+    monkeypatch.setattr(multitask, "_score", no_training)
+    again = MultiTaskImageModel(config).fit(train, targets)
+    assert again.report_ == resumed.report_
+
+
+def test_fit_key_follows_what_the_fine_tune_learns() -> None:
+    paths, owner, codes = ["a.png", "b.png"], np.array([0, 1]), np.array([[0], [1]])
+    base = fit_key(paths, owner, codes, tiny())
+    assert base == fit_key(paths, owner, codes, tiny(checkpoint_dir="elsewhere"))
+    same_run = tiny()
+    same_run.train = TrainConfig.from_dict({**same_run.train.to_dict(), "device": "cuda"})
+    assert base == fit_key(paths, owner, codes, same_run)  # where it runs: same model
+    assert base != fit_key(paths, owner, codes, tiny(soup="uniform"))
+    assert base != fit_key(paths, owner, np.array([[1], [0]]), tiny())
+    assert base != fit_key(["a.png", "c.png"], owner, codes, tiny())

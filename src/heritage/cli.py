@@ -574,6 +574,15 @@ def _image_options(path: Path, name: str) -> dict[str, Any]:
     return options
 
 
+def _image_modality_options(path: Path | None, name: str, out: Path) -> dict[str, Any]:
+    """The image config's options for ``name``; the fine-tuned one keeps its progress in the
+    model folder (``fine-tunes/``), so a killed `metadata fit`, rerun, resumes it."""
+    options = _image_options(path, name) if path is not None else {}
+    if name == "image_multitask":
+        options.setdefault("checkpoint_dir", str(out / "fine-tunes"))
+    return options
+
+
 def _text_columns(values: list[str] | None) -> dict[str, str] | None:
     """``COLUMN:LANG`` pairs; a bare ``text_xx`` takes its language from the suffix."""
     names = _names(values)
@@ -630,8 +639,9 @@ def metadata_fit(
         list[str] | None,
         typer.Option(
             help="tfidf, use, e5, tabular, image (frozen features), image_multitask (a "
-            "fine-tuned model, one head per property: folds + 1 fine-tunes) (default: "
-            "tfidf+use for texts, tabular, image for image columns)."
+            "fine-tuned model, one head per property: folds + 1 fine-tunes, kept in "
+            "OUT/fine-tunes/ so that a rerun resumes or reuses them) (default: tfidf+use for "
+            "texts, tabular, image for image columns)."
         ),
     ] = None,
     image_config: Annotated[
@@ -687,9 +697,9 @@ def metadata_fit(
         table = RecordTable.from_csv(records, spec, ignore_splits=_names(ignore_split) or ())
         fusion = FusionConfig(folds=folds, stacker=stacker, calibration=calibration, seed=seed)  # type: ignore[arg-type]
         chosen: list[Any] | None = _names(modalities)
-        if image_config is not None:
+        if image_config is not None or "image_multitask" in (chosen or []):
             chosen = [
-                make_modality(name, seed=seed, **_image_options(image_config, name))
+                make_modality(name, seed=seed, **_image_modality_options(image_config, name, out))
                 if name in ("image", "image_multitask")
                 else name
                 for name in (chosen or default_modalities(table))

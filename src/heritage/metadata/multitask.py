@@ -18,14 +18,21 @@ validation or test records. Input mixing, SynerMix and entropy regularisation ar
 single-label pieces and are refused here.
 
 A fit is a fine-tune; the predictor's out-of-fold stacking fits one per fold, so budget
-``folds + 1`` fine-tunes. Decoded images are shared by the fold clones.
+``folds + 1`` fine-tunes. Decoded images are shared by the fold clones. With a
+``checkpoint_dir`` every fine-tune saves its progress after each epoch under a key of its
+images, labels and options, so an interrupted predictor fit, rerun, resumes the fine-tune it
+was in and reuses the ones it had finished.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -83,6 +90,9 @@ class MultiTaskConfig:
     aggregate: Literal["mean", "max_confidence"] = "mean"
     batch_size_eval: int = 64
     chunk: int = 512  # images decoded at a time when predicting: bounds memory
+    # where each fine-tune keeps its progress (None: in memory only); a killed fit rerun with
+    # the same data and options resumes after its last epoch, and a finished one is reused
+    checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):
@@ -180,15 +190,11 @@ def _criterion(t: TrainConfig, counts: np.ndarray) -> nn.Module:
     """The property's loss. Inverse-frequency focal weights are computed per property; a class
     without a training image (a rare class missing from a fold) gets the smallest weight of
     the others, so the fit goes on rather than fail."""
-    from heritage.training.losses import create_loss, inverse_frequency
+    from heritage.training.losses import create_loss, inverse_frequency_of_present
 
     loss = t.loss
     if loss.name == "focal" and loss.alpha == "inverse_frequency":
-        present = counts > 0
-        weights = np.zeros(len(counts))
-        weights[present] = inverse_frequency(counts[present].tolist()).numpy()
-        weights[~present] = weights[present].min()
-        loss = LossConfig("focal", loss.gamma, weights.tolist())
+        loss = LossConfig("focal", loss.gamma, inverse_frequency_of_present(counts).tolist())
     return create_loss(loss, label_smoothing=t.label_smoothing)
 
 
@@ -200,6 +206,29 @@ def holdout_records(owner: np.ndarray, fraction: float, seed: int) -> np.ndarray
     n_val = round(fraction * len(records)) if len(records) >= 10 else 0
     chosen = np.random.default_rng(seed).permutation(records)[:n_val]
     return np.isin(owner, chosen)
+
+
+#: options that do not change what a fine-tune learns, left out of its checkpoint key
+_KEY_IGNORES = {"checkpoint_dir", "chunk", "batch_size_eval", "aggregate"}
+_TRAIN_KEY_IGNORES = {"device", "precision", "workers"}
+
+
+def fit_key(paths: list[str], owner: np.ndarray, codes: np.ndarray, config: MultiTaskConfig) -> str:
+    """A fine-tune's identity: its images, their records and labels, and the options that
+    change what it learns. Two fits with one key would train the same model, so a saved one
+    can be resumed or reused; anything else gets another key and its own file."""
+    options = {k: v for k, v in asdict(config).items() if k not in _KEY_IGNORES}
+    options["train"] = {k: v for k, v in options["train"].items() if k not in _TRAIN_KEY_IGNORES}
+    digest = hashlib.sha256(json.dumps([paths, options], sort_keys=True, default=str).encode())
+    for array in (owner, codes):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _save_atomically(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def fine_tune_multitask(
@@ -214,7 +243,8 @@ def fine_tune_multitask(
     the class of image i for property p (-1 unknown); returns the soup's state dict (CPU) and
     a report (per-epoch validation scores, the soup's ingredients). ``cache`` is an
     :class:`~heritage.data.ImageCache` with the images already decoded. A property with fewer
-    than two known classes takes no part (no loss, no say in selection)."""
+    than two known classes takes no part (no loss, no say in selection). With
+    ``config.checkpoint_dir`` the progress is saved after every epoch (see :func:`fit_key`)."""
     import math
 
     from heritage.backbones import batchnorm_layers
@@ -230,6 +260,13 @@ def fine_tune_multitask(
     from heritage.training.trainer import cycle_ends, freeze_early_stages, make_loader
 
     t = config.train
+    saved, state_path = None, None
+    if config.checkpoint_dir is not None:
+        state_path = Path(config.checkpoint_dir) / f"{fit_key(paths, owner, codes, config)}.pt"
+        if state_path.exists():
+            saved = torch.load(state_path, map_location="cpu", weights_only=False)
+            if "soup" in saved:  # finished before: nothing to train
+                return saved["soup"], saved["report"]
     configure_threads()
     seed_everything(t.seed)
     device = resolve_device(t.device)
@@ -271,7 +308,7 @@ def fine_tune_multitask(
     def to_device(x: torch.Tensor) -> torch.Tensor:
         return x.to(device).contiguous(memory_format=torch.channels_last)
 
-    if t.head_init == "probe":  # LP-FT: each head starts as a linear probe on frozen features
+    if t.head_init == "probe" and saved is None:  # LP-FT: heads start as linear probes
         model.eval()
         with torch.no_grad():
             feats = []
@@ -318,9 +355,47 @@ def fine_tune_multitask(
     snapshots: list[tuple[float, int, dict[str, torch.Tensor]]] = []
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    start = 1
+    if saved is not None:  # resume after the last finished epoch, pool and RNGs included
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if saved["scaler"]:
+            scaler.load_state_dict(saved["scaler"])
+        snapshots, history, best = saved["snapshots"], saved["history"], saved["best"]
+        torch.set_rng_state(saved["rng"]["torch"])
+        np.random.set_state(saved["rng"]["numpy"])
+        loader.generator.set_state(saved["rng"]["loader"])
+        if device.type == "cuda" and saved["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        start = saved["epoch"] + 1
+
+    def save_progress(epoch: int) -> None:
+        if state_path is None:
+            return
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        progress = {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "snapshots": snapshots,
+            "history": history,
+            "best": best,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "loader": loader.generator.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            },
+        }
+        _save_atomically(progress, state_path)
+
     with progress_bar() as bar:
         task = bar.add_task("multi-task fine-tune", total=t.epochs * steps, info="")
-        for epoch in range(1, t.epochs + 1):
+        bar.update(task, completed=(start - 1) * steps)
+        for epoch in range(start, t.epochs + 1):
             model.train()
             for module in frozen:
                 module.eval()
@@ -362,6 +437,7 @@ def fine_tune_multitask(
                     best = (key, epoch, state)
                 if epoch in ends:
                     snapshots.append((key, epoch, state))
+            save_progress(epoch)
     assert best is not None
     if best[1] not in {e for _, e, _ in snapshots}:
         snapshots.append(best)
@@ -401,6 +477,8 @@ def fine_tune_multitask(
         "val_records": len(np.unique(owner[val])),
         "val_macro_f1": evaluate_soup(soup) if n_val else float("nan"),
     }
+    if state_path is not None:  # the pool is no longer needed: keep the result only
+        _save_atomically({"soup": soup, "report": report}, state_path)
     return soup, report
 
 

@@ -47,7 +47,7 @@ from torch import nn
 from heritage.metadata.base import Modality, Targets, absent, expand_proba
 from heritage.metadata.records import RecordTable
 from heritage.progress import progress_bar
-from heritage.training.losses import FocalLoss, inverse_frequency
+from heritage.training.losses import FocalLoss, inverse_frequency_of_present
 
 __all__ = [
     "TEXT_ENCODERS",
@@ -331,9 +331,7 @@ class FocalHeads:
             alpha = None
             if cfg.alpha == "inverse_frequency" and known.any():
                 counts = np.bincount(codes[codes >= 0], minlength=len(self.classes_[prop]))
-                present = counts > 0
-                alpha = torch.zeros(len(counts))  # a class absent here has no term anyway
-                alpha[torch.as_tensor(present)] = inverse_frequency(counts[present].tolist())
+                alpha = inverse_frequency_of_present(counts)
             losses[prop] = FocalLoss(cfg.gamma, alpha)
             ys[prop], masks[prop] = y, known
         optimiser = torch.optim.Adam(module.parameters(), lr=cfg.lr)

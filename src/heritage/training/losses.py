@@ -88,6 +88,23 @@ def inverse_frequency(class_counts: Sequence[int]) -> torch.Tensor:
     return (counts.sum() / (counts.numel() * counts)).float()
 
 
+def inverse_frequency_of_present(class_counts: Sequence[int]) -> torch.Tensor:
+    """:func:`inverse_frequency` over the classes that have training images; a class without
+    any (a rare class missing from a cross-validation fold) gets the smallest of those weights.
+
+    Such a weight never enters a loss, as no image carries that target, but a finite one
+    keeps α a valid per-class vector, so a fit on a fold goes on rather than fail.
+    """
+    counts = torch.as_tensor(list(class_counts))
+    present = counts > 0
+    if not present.any():
+        raise ValueError("inverse_frequency weights need at least one class with images")
+    weights = torch.empty(len(counts))
+    weights[present] = inverse_frequency(counts[present].tolist())
+    weights[~present] = weights[present].min()
+    return weights
+
+
 def _keep_rows(
     target: torch.Tensor, mask: torch.Tensor | None, ignore_index: int
 ) -> torch.Tensor | None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -225,12 +224,6 @@ def fit_key(paths: list[str], owner: np.ndarray, codes: np.ndarray, config: Mult
     return digest.hexdigest()[:20]
 
 
-def _save_atomically(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def fine_tune_multitask(
     paths: list[str],
     owner: np.ndarray,
@@ -257,7 +250,14 @@ def fine_tune_multitask(
         batchnorm_layers_that_differ,
         recalibrate_batchnorm,
     )
-    from heritage.training.trainer import cycle_ends, freeze_early_stages, make_loader
+    from heritage.training.trainer import (
+        atomic_torch_save,
+        cycle_ends,
+        freeze_early_stages,
+        loop_state,
+        make_loader,
+        restore_loop_state,
+    )
 
     t = config.train
     saved, state_path = None, None
@@ -357,17 +357,8 @@ def fine_tune_multitask(
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     start = 1
     if saved is not None:  # resume after the last finished epoch, pool and RNGs included
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if saved["scaler"]:
-            scaler.load_state_dict(saved["scaler"])
+        restore_loop_state(saved, model, optimizer, scheduler, scaler, loader, device)
         snapshots, history, best = saved["snapshots"], saved["history"], saved["best"]
-        torch.set_rng_state(saved["rng"]["torch"])
-        np.random.set_state(saved["rng"]["numpy"])
-        loader.generator.set_state(saved["rng"]["loader"])
-        if device.type == "cuda" and saved["rng"]["cuda"] is not None:
-            torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         start = saved["epoch"] + 1
 
     def save_progress(epoch: int) -> None:
@@ -375,22 +366,13 @@ def fine_tune_multitask(
             return
         state_path.parent.mkdir(parents=True, exist_ok=True)
         progress = {
+            **loop_state(model, optimizer, scheduler, scaler, loader, device),
             "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
             "snapshots": snapshots,
             "history": history,
             "best": best,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "loader": loader.generator.get_state(),
-                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            },
         }
-        _save_atomically(progress, state_path)
+        atomic_torch_save(progress, state_path)
 
     with progress_bar() as bar:
         task = bar.add_task("multi-task fine-tune", total=t.epochs * steps, info="")
@@ -478,7 +460,7 @@ def fine_tune_multitask(
         "val_macro_f1": evaluate_soup(soup) if n_val else float("nan"),
     }
     if state_path is not None:  # the pool is no longer needed: keep the result only
-        _save_atomically({"soup": soup, "report": report}, state_path)
+        atomic_torch_save({"soup": soup, "report": report}, state_path)
     return soup, report
 
 

@@ -232,10 +232,58 @@ def freeze_early_stages(model: nn.Module, n_stages: int) -> list[nn.Module]:
     return frozen
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` that a killed process never leaves half-written."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def loop_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    loader: DataLoader,
+    device: torch.device,
+) -> dict[str, Any]:
+    """What resuming a training loop after this epoch needs: weights, optimiser, schedule,
+    loss scaler and every random generator (augmentation, data order, SynerMix and dropout on
+    the GPU), so a resumed run continues as the uninterrupted one would have."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "numpy": np.random.get_state(),
+            "loader": loader.generator.get_state(),
+        },
+    }
+
+
+def restore_loop_state(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    loader: DataLoader,
+    device: torch.device,
+) -> None:
+    """The inverse of :func:`loop_state`."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):  # empty when the run so far was not fp16
+        scaler.load_state_dict(state["scaler"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    np.random.set_state(state["rng"]["numpy"])
+    loader.generator.set_state(state["rng"]["loader"])
 
 
 def make_loader(
@@ -398,16 +446,7 @@ class Trainer:
         history: list[dict[str, float]] = []
         start_epoch, train_seconds, images_seen = 0, 0.0, 0
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler"):  # empty when the run so far was not fp16
-                scaler.load_state_dict(state["scaler"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda" and state["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-            np.random.set_state(state["rng"]["numpy"])
-            train_loader.generator.set_state(state["rng"]["loader"])
+            restore_loop_state(state, model, optimizer, scheduler, scaler, train_loader, device)
             start_epoch, history = state["epoch"], state["history"]
             train_seconds, images_seen = state["train_seconds"], state["images_seen"]
             if start_epoch < cfg.epochs:
@@ -467,21 +506,11 @@ class Trainer:
                 card,
                 cycle_end=epoch in cycle_end_epochs,
             )
-            _atomic_torch_save(
+            atomic_torch_save(
                 {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
+                    **loop_state(model, optimizer, scheduler, scaler, train_loader, device),
                     "epoch": epoch,
                     "history": history,
-                    "rng": {
-                        "torch": torch.get_rng_state(),
-                        # SynerMix and dropout draw from the GPU's generator there
-                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                        "numpy": np.random.get_state(),
-                        "loader": train_loader.generator.get_state(),
-                    },
                     "train_seconds": train_seconds,
                     "images_seen": images_seen,
                     "config": cfg.to_dict(),

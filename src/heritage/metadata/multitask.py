@@ -251,12 +251,11 @@ def fine_tune_multitask(
         recalibrate_batchnorm,
     )
     from heritage.training.trainer import (
+        ResumableLoop,
         atomic_torch_save,
         cycle_ends,
         freeze_early_stages,
-        loop_state,
         make_loader,
-        restore_loop_state,
     )
 
     t = config.train
@@ -355,9 +354,9 @@ def fine_tune_multitask(
     snapshots: list[tuple[float, int, dict[str, torch.Tensor]]] = []
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    start = 1
+    resumable, start = ResumableLoop(model, optimizer, scheduler, scaler, loader, device), 1
     if saved is not None:  # resume after the last finished epoch, pool and RNGs included
-        restore_loop_state(saved, model, optimizer, scheduler, scaler, loader, device)
+        resumable.restore(saved)
         snapshots, history, best = saved["snapshots"], saved["history"], saved["best"]
         start = saved["epoch"] + 1
 
@@ -366,7 +365,7 @@ def fine_tune_multitask(
             return
         state_path.parent.mkdir(parents=True, exist_ok=True)
         progress = {
-            **loop_state(model, optimizer, scheduler, scaler, loader, device),
+            **resumable.state(),
             "epoch": epoch,
             "snapshots": snapshots,
             "history": history,

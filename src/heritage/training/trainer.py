@@ -239,51 +239,45 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def loop_state(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    loader: DataLoader,
-    device: torch.device,
-) -> dict[str, Any]:
-    """What resuming a training loop after this epoch needs: weights, optimiser, schedule,
-    loss scaler and every random generator (augmentation, data order, SynerMix and dropout on
-    the GPU), so a resumed run continues as the uninterrupted one would have."""
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            "numpy": np.random.get_state(),
-            "loader": loader.generator.get_state(),
-        },
-    }
+@dataclass
+class ResumableLoop:
+    """The parts of a training loop a resumed run must get back: weights, optimiser,
+    schedule, loss scaler and every random generator (augmentation, data order, SynerMix and
+    dropout on the GPU), so that it continues as the uninterrupted run would have."""
 
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loader: DataLoader
+    device: torch.device
 
-def restore_loop_state(
-    state: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    loader: DataLoader,
-    device: torch.device,
-) -> None:
-    """The inverse of :func:`loop_state`."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if state.get("scaler"):  # empty when the run so far was not fp16
-        scaler.load_state_dict(state["scaler"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if device.type == "cuda" and state["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    np.random.set_state(state["rng"]["numpy"])
-    loader.generator.set_state(state["rng"]["loader"])
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                "numpy": np.random.get_state(),
+                "loader": self.loader.generator.get_state(),
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """The inverse of :meth:`state`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):  # empty when the run so far was not fp16
+            self.scaler.load_state_dict(state["scaler"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        np.random.set_state(state["rng"]["numpy"])
+        self.loader.generator.set_state(state["rng"]["loader"])
 
 
 def make_loader(
@@ -441,12 +435,13 @@ class Trainer:
             device,
             precision,
         )
+        resumable = ResumableLoop(model, optimizer, scheduler, scaler, train_loader, device)
 
         pool = CheckpointPool.open(run_dir / "pool", cfg.keep_top_k)
         history: list[dict[str, float]] = []
         start_epoch, train_seconds, images_seen = 0, 0.0, 0
         if state is not None:
-            restore_loop_state(state, model, optimizer, scheduler, scaler, train_loader, device)
+            resumable.restore(state)
             start_epoch, history = state["epoch"], state["history"]
             train_seconds, images_seen = state["train_seconds"], state["images_seen"]
             if start_epoch < cfg.epochs:
@@ -508,7 +503,7 @@ class Trainer:
             )
             atomic_torch_save(
                 {
-                    **loop_state(model, optimizer, scheduler, scaler, train_loader, device),
+                    **resumable.state(),
                     "epoch": epoch,
                     "history": history,
                     "train_seconds": train_seconds,

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from torchvision.transforms import v2
 
 from heritage.backbones import create_backbone, resolve_preprocessing
 from heritage.collection import Collection
@@ -79,10 +81,15 @@ METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
 
 
 def linear_probe(
-    collection: Collection, cfg: TrainConfig, device: torch.device, eval_split: str = "test"
+    collection: Collection,
+    cfg: TrainConfig,
+    device: torch.device,
+    eval_split: str = "test",
+    mirrored_train: bool = False,
 ) -> dict:
     """Frozen pretrained backbone + logistic regression (deterministic: features are fixed),
-    fitted on train, scored on ``eval_split``."""
+    fitted on train, scored on ``eval_split``. ``mirrored_train`` adds a horizontally flipped
+    copy of every training image: whether mirroring keeps the label, asked cheaply."""
     t0 = time.perf_counter()
     model = create_backbone(cfg.backbone, len(collection.classes)).to(device)
     model.to(memory_format=torch.channels_last)
@@ -96,6 +103,14 @@ def linear_probe(
         feats[split] = extract_features(
             model, make_loader(ds, 64, shuffle=False, workers=0), device
         )
+        if split == "train" and mirrored_train:
+            flipped = v2.Compose([v2.RandomHorizontalFlip(p=1.0), eval_transform(prep)])
+            ds = ImageDataset(part.paths(), part.targets(), cache, flipped)
+            loader = make_loader(ds, 64, shuffle=False, workers=0)
+            mirrored = extract_features(model, loader, device)
+            feats[split] = tuple(
+                np.concatenate(pair) for pair in zip(feats[split], mirrored, strict=True)
+            )
     probe = LinearProbe().fit(*feats["train"], n_classes=len(collection.classes))
     fit_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()

@@ -1,6 +1,8 @@
 """Validation-only sweep behind the benchmark's per-dataset settings (no test image is read).
 
     python benchmarks/sweep.py --datasets hieroglyphs-unas --seeds 0
+    python benchmarks/sweep.py --datasets hieroglyphs-unas --settings --probe-sizes 128 \
+        --probe-mirrored                          # frozen-feature probes only
 
 For each setting it fine-tunes one run and records the best validation macro-F1 and top-1 over
 its epochs, and the validation scores of the greedy and uniform soups cooked from it, in
@@ -102,6 +104,26 @@ GRID = {
         "resize_mode": "pad",
         "restart_epochs": 12,
     },
+    # mirrored glyphs: Old Kingdom texts run both ways and signs face the start of the line, so
+    # a sign appears in both orientations (`--probe-sizes 128 --probe-mirrored` asks whether
+    # mirrored copies of the train crops help a frozen-feature probe on val)
+    "lr3e-4_bnfrozen_12ep_pad_1cycle_hflip": {
+        "lr": 3e-4,
+        "freeze_bn_stats": True,
+        "epochs": 12,
+        "resize_mode": "pad",
+        "restart_epochs": 12,
+        "augment": {"preset": "glyphs", "hflip": 0.5},
+    },
+    # rare signs drawn more often (square-root sampling): macro-F1 weighs every sign the same
+    "lr3e-4_bnfrozen_12ep_pad_1cycle_balanced": {
+        "lr": 3e-4,
+        "freeze_bn_stats": True,
+        "epochs": 12,
+        "resize_mode": "pad",
+        "restart_epochs": 12,
+        "sampler": "balanced",
+    },
     # the plain fine-tune again, with a single cosine decay
     "lr1e-3_bntrain_randomhead_1cycle": {
         "lr": 1e-3,
@@ -123,6 +145,12 @@ def main() -> None:
         default=[],
         help="also fit a frozen-backbone linear probe at each input size (resize mode 'pad')",
     )
+    parser.add_argument(
+        "--probe-mirrored",
+        action="store_true",
+        help="with --probe-sizes, also fit each probe on train plus its mirror images "
+        "(records linear_probe_<n>px_mirrored): does a horizontal flip keep the label?",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "sweep")
@@ -136,10 +164,14 @@ def main() -> None:
             # how well the frozen pretrained features separate the classes at this size,
             # measured before paying for fine-tuning at it
             cfg = TrainConfig.from_dict({**BASE[name], "resize_mode": "pad", "image_size": size})
-            probe = linear_probe(collection, cfg, resolve_device(args.device), eval_split="val")
-            for metric in ("top1", "macro_f1"):
-                book.add(name, f"linear_probe_{size}px", f"val_{metric}", probe[metric])
-            book.write()
+            for mirrored in (False, True) if args.probe_mirrored else (False,):
+                probe = linear_probe(
+                    collection, cfg, resolve_device(args.device), "val", mirrored_train=mirrored
+                )
+                method = f"linear_probe_{size}px" + ("_mirrored" if mirrored else "")
+                for metric in ("top1", "macro_f1"):
+                    book.add(name, method, f"val_{metric}", probe[metric])
+                book.write()
         for setting in args.settings:
             for seed in args.seeds:
                 console.rule(f"{name} · {setting} · seed {seed}")

@@ -36,7 +36,13 @@ def tiny(**changes) -> MultiTaskConfig:
 
 
 def test_single_label_pieces_are_refused() -> None:
-    for change in ({"mix": "mixup"}, {"entropy": 0.1}, {"sampler": "class_pairs"}):
+    refused = (
+        {"mix": "mixup"},
+        {"entropy": 0.1},
+        {"sampler": "class_pairs"},
+        {"sampler": "balanced"},
+    )
+    for change in refused:
         with pytest.raises(ValueError, match="single-label"):
             MultiTaskConfig(train=TrainConfig.from_dict(change))
     with pytest.raises(ValueError, match="val_fraction"):
@@ -269,7 +275,7 @@ def test_killed_fine_tune_resumes_and_a_finished_one_is_reused(
     assert again.report_ == resumed.report_
 
 
-def test_fit_key_follows_what_the_fine_tune_learns() -> None:
+def test_fit_key_follows_what_the_fine_tune_learns(tmp_path: Path) -> None:
     paths, owner, codes = ["a.png", "b.png"], np.array([0, 1]), np.array([[0], [1]])
     base = fit_key(paths, owner, codes, tiny())
     assert base == fit_key(paths, owner, codes, tiny(checkpoint_dir="elsewhere"))
@@ -279,3 +285,11 @@ def test_fit_key_follows_what_the_fine_tune_learns() -> None:
     assert base != fit_key(paths, owner, codes, tiny(soup="uniform"))
     assert base != fit_key(paths, owner, np.array([[1], [0]]), tiny())
     assert base != fit_key(["a.png", "c.png"], owner, codes, tiny())
+    # an image replaced in place (same path, new contents) is another fine-tune
+    files = [tmp_path / "a.png", tmp_path / "b.png"]
+    for f in files:
+        f.write_bytes(b"first")
+    on_disk = fit_key([str(f) for f in files], owner, codes, tiny())
+    assert on_disk == fit_key([str(f) for f in files], owner, codes, tiny())
+    files[1].write_bytes(b"second version")
+    assert on_disk != fit_key([str(f) for f in files], owner, codes, tiny())

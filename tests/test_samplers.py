@@ -1,4 +1,5 @@
-"""Tests for heritage.training.samplers: the class-aware batch sampler SynerMix-Intra needs."""
+"""Tests for heritage.training.samplers: the class-aware batch sampler SynerMix-Intra needs and
+the class-balanced sampler for imbalanced collections."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from heritage.training.samplers import ClassAwareBatchSampler
+from heritage.training.samplers import ClassAwareBatchSampler, ClassBalancedBatchSampler
 
 #: imbalanced: 13, 5, 1, 2 and 7 images; groups of 2: 7 + 3 + 1 + 1 + 4 = 16
 LABELS = np.array([0] * 13 + [1] * 5 + [2] * 1 + [3] * 2 + [4] * 7)
@@ -99,3 +100,38 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="drop_last=False"):
         ClassAwareBatchSampler([0, 0, 1], 8)
     assert len(ClassAwareBatchSampler([0, 0, 1], 8, drop_last=False)) == 1
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_balanced_class_frequencies_follow_power(power: float) -> None:
+    """Class c is drawn with probability ∝ n_c ** (1 - power): measured over many epochs."""
+    sampler = ClassBalancedBatchSampler(LABELS, 5, power=power, seed=1)
+    rows = [j for epoch in range(400) for batch in _epoch(sampler, epoch) for j in batch]
+    counts = Counter(int(LABELS[j]) for j in rows)
+    sizes = np.bincount(LABELS)
+    expected = sizes ** (1 - power) / (sizes ** (1 - power)).sum()
+    observed = np.array([counts[c] for c in range(len(sizes))]) / sum(counts.values())
+    np.testing.assert_allclose(observed, expected, atol=0.02)
+    if power == 1.0:  # the one-image class is drawn as often as the 13-image one
+        assert abs(observed[2] - observed[0]) < 0.03
+
+
+def test_balanced_epoch_length_and_determinism() -> None:
+    sampler = ClassBalancedBatchSampler(LABELS, 6, seed=3)
+    batches = _epoch(sampler, 2)
+    assert len(batches) == len(sampler) == len(LABELS) // 6
+    assert all(len(b) == 6 for b in batches)
+    assert batches == _epoch(ClassBalancedBatchSampler(LABELS, 6, seed=3), 2)  # resumable
+    assert batches != _epoch(sampler, 3)
+    loose = ClassBalancedBatchSampler(LABELS, 6, drop_last=False)
+    assert sum(len(b) for b in _epoch(loose, 0)) == len(LABELS) == 28
+    assert len(loose) == 5
+
+
+def test_balanced_errors() -> None:
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        ClassBalancedBatchSampler(LABELS, 4, power=1.5)
+    with pytest.raises(ValueError, match="non-empty"):
+        ClassBalancedBatchSampler([], 4)
+    with pytest.raises(ValueError, match="drop_last=False"):
+        ClassBalancedBatchSampler([0, 1, 1], 8)

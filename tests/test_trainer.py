@@ -27,7 +27,7 @@ from heritage.training.losses import FocalLoss, LossConfig
 from heritage.training.mixing import MixConfig, MixUpCutMix
 from heritage.training.pool import CheckpointPool
 from heritage.training.regularisers import EntropyConfig, EntropyRegulariser
-from heritage.training.samplers import ClassAwareBatchSampler
+from heritage.training.samplers import ClassAwareBatchSampler, ClassBalancedBatchSampler
 from heritage.training.trainer import (
     TrainConfig,
     Trainer,
@@ -218,6 +218,33 @@ def test_regularisers_compose_in_one_run(
     assert TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig().to_dict()})
 
 
+def test_balanced_sampler_batches_survive_resume(
+    image_folder: Path, tiny_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sampler='balanced' trains on ClassBalancedBatchSampler batches, and a run stopped after
+    epoch 1 and resumed draws the same epoch-2 batches as an uninterrupted run."""
+    drawn: list[list[list[int]]] = []
+    original_iter = ClassBalancedBatchSampler.__iter__
+
+    def spy_iter(self):
+        batches = list(original_iter(self))
+        drawn.append(batches)
+        return iter(batches)
+
+    monkeypatch.setattr(ClassBalancedBatchSampler, "__iter__", spy_iter)
+    collection = Collection.from_folder(image_folder)
+    Trainer(tiny_config(epochs=2, sampler="balanced")).fit(collection, tmp_path / "straight")
+    straight = list(drawn)
+    drawn.clear()
+    Trainer(tiny_config(epochs=1, sampler="balanced")).fit(collection, tmp_path / "resumed")
+    Trainer(tiny_config(epochs=2, sampler="balanced")).fit(collection, tmp_path / "resumed")
+    assert len(straight) == 2 and straight[0] != straight[1]
+    assert drawn == straight
+    paired = tiny_config(epochs=1, sampler="balanced", mix=MixConfig("synermix", beta=0.1))
+    with pytest.raises(ValueError, match="class_pairs"):
+        Trainer(paired).fit(collection, tmp_path / "paired")
+
+
 def test_entropy_on_a_named_layer(
     image_folder: Path, tiny_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -377,6 +404,8 @@ def test_freeze_resnet_layers() -> None:
         {"epochs": 0},
         {"lr": -1.0},
         {"val_fraction": 0.6, "test_fraction": 0.5},
+        {"sampler": "weighted"},
+        {"sampler": "balanced", "balance_power": 1.5},
     ],
 )
 def test_invalid_config_fails_at_construction(bad: dict) -> None:

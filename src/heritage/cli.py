@@ -184,7 +184,17 @@ def train(
     ] = None,
     sampler: Annotated[
         str | None,
-        typer.Option(help="Batches: auto, random, class_pairs (≥ 2 images per class present)."),
+        typer.Option(
+            help="Batches: auto, random, class_pairs (≥ 2 images per class present), balanced "
+            "(rare classes drawn more often, for macro-F1 on imbalanced collections)."
+        ),
+    ] = None,
+    balance_power: Annotated[
+        float | None,
+        typer.Option(
+            help="With --sampler balanced: 0 natural class frequencies, 1 every class equally "
+            "often, 0.5 (default) square-root sampling."
+        ),
     ] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
@@ -237,6 +247,7 @@ def train(
                 "loss": _given(name=loss, gamma=gamma, alpha=focal_alpha),
                 "entropy": _given(weight=entropy, per_class=entropy_per_class, layer=entropy_layer),
                 "sampler": sampler,
+                "balance_power": balance_power,
                 "label_smoothing": label_smoothing,
                 "epochs": epochs,
                 "batch_size": batch_size,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,11 +98,13 @@ class MultiTaskConfig:
         if isinstance(self.train, dict):
             self.train = train_config(self.train)
         t = self.train
-        if t.mix.method != "none" or t.entropy.enabled or t.sampler == "class_pairs":
+        single_label_sampler = t.sampler in ("class_pairs", "balanced")
+        if t.mix.method != "none" or t.entropy.enabled or single_label_sampler:
             raise ValueError(
                 "the multi-task image model trains several labels per image: mixing, "
-                "SynerMix, entropy regularisation and class-pair batches are single-label "
-                "pieces and are not supported here"
+                "SynerMix, entropy regularisation and class-pair or class-balanced batches are "
+                "single-label pieces and are not supported here (focal loss with "
+                "alpha: inverse_frequency weighs rare classes per property instead)"
             )
         if isinstance(t.loss.alpha, list):
             raise ValueError(
@@ -212,13 +215,26 @@ _KEY_IGNORES = {"checkpoint_dir", "chunk", "batch_size_eval", "aggregate"}
 _TRAIN_KEY_IGNORES = {"device", "precision", "workers"}
 
 
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    """Size and modification time: a cheap stand-in for the file's contents."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def fit_key(paths: list[str], owner: np.ndarray, codes: np.ndarray, config: MultiTaskConfig) -> str:
-    """A fine-tune's identity: its images, their records and labels, and the options that
+    """A fine-tune's identity: its images (paths, sizes, modification times), their records and
+    labels, and the options that
     change what it learns. Two fits with one key would train the same model, so a saved one
     can be resumed or reused; anything else gets another key and its own file."""
     options = {k: v for k, v in asdict(config).items() if k not in _KEY_IGNORES}
     options["train"] = {k: v for k, v in options["train"].items() if k not in _TRAIN_KEY_IGNORES}
-    digest = hashlib.sha256(json.dumps([paths, options], sort_keys=True, default=str).encode())
+    files = [_file_stamp(path) for path in paths]  # an image replaced in place changes the key
+    digest = hashlib.sha256(
+        json.dumps([paths, files, options], sort_keys=True, default=str).encode()
+    )
     for array in (owner, codes):
         digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
     return digest.hexdigest()[:20]

@@ -1,8 +1,16 @@
-"""Batch samplers for objectives that need several images of a class in every batch.
+"""Batch samplers: several images of a class in every batch, or rare classes seen more often.
 
 SynerMix-Intra synthesises a feature per class from that class's images in the batch; with a
 plain shuffled loader most classes of a many-class collection appear once per batch and there is
 nothing to mix. :class:`ClassAwareBatchSampler` fixes that without re-weighting classes.
+
+Heritage collections are imbalanced (hundreds of crops of one hieroglyph, six of another) and
+are often judged by macro-F1, where every class counts the same.
+:class:`ClassBalancedBatchSampler` draws rare classes more often than their share, by a chosen
+degree (square-root sampling by default: Mahajan et al. 2018; Kang et al. 2020).
+
+Both depend only on ``(seed, epoch)``, so a resumed run that calls ``set_epoch`` re-creates the
+same batches.
 """
 
 from __future__ import annotations
@@ -12,6 +20,16 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
+
+
+def _checked_labels(labels: Sequence[int] | np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(
+            f"labels must be a non-empty 1-D sequence of class indices (got shape "
+            f"{labels.shape}); is the training split empty?"
+        )
+    return labels
 
 
 class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -38,12 +56,7 @@ class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         drop_last: bool = True,
     ) -> None:
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.size == 0:
-            raise ValueError(
-                f"labels must be a non-empty 1-D sequence of class indices (got shape "
-                f"{labels.shape}); is the training split empty?"
-            )
+        labels = _checked_labels(labels)
         if images_per_class < 1:
             raise ValueError(f"images_per_class={images_per_class} must be at least 1.")
         if batch_size < images_per_class:
@@ -100,3 +113,58 @@ class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
             if len(chunk) < g and self.drop_last:
                 return
             yield chunk.reshape(-1).tolist()
+
+
+class ClassBalancedBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches drawn with replacement so that class ``c`` is picked with probability
+    proportional to ``n_c ** (1 - power)``: ``power=0`` keeps natural frequencies, ``1`` makes
+    every class equally likely, ``0.5`` (square-root sampling) sits between, over-sampling rare
+    classes without showing a six-image class as often as a 200-image one.
+
+    An epoch has as many images as the dataset (``len(labels) // batch_size`` batches with
+    ``drop_last``), so epochs, schedules and checkpoints mean what they do with shuffling.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        batch_size: int,
+        power: float = 0.5,
+        seed: int = 0,
+        drop_last: bool = True,
+    ) -> None:
+        labels = _checked_labels(labels)
+        if not 0.0 <= power <= 1.0:
+            raise ValueError(f"power={power} must be in [0, 1] (0: natural, 1: fully balanced)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1")
+        if drop_last and labels.size < batch_size:
+            raise ValueError(
+                f"{labels.size} images are fewer than batch_size={batch_size}, so drop_last=True "
+                "leaves no batch; lower batch_size or pass drop_last=False."
+            )
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        weights = counts[inverse].astype(np.float64) ** -power  # per image
+        self.probabilities = weights / weights.sum()
+        self.batch_size = batch_size
+        self.power = power
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the batches of ``epoch`` on the next pass."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.probabilities)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch, 1])
+        self.epoch += 1  # the next pass differs unless set_epoch says otherwise
+        n = len(self.probabilities)
+        size = len(self) * self.batch_size if self.drop_last else n
+        drawn = rng.choice(n, size=size, p=self.probabilities)
+        for start in range(0, size, self.batch_size):
+            yield drawn[start : start + self.batch_size].tolist()

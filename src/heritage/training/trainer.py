@@ -63,7 +63,7 @@ from heritage.training.mixing import MixConfig, create_objective
 from heritage.training.objectives import Objective
 from heritage.training.pool import CheckpointPool
 from heritage.training.regularisers import EntropyConfig, EntropyRegulariser
-from heritage.training.samplers import ClassAwareBatchSampler
+from heritage.training.samplers import ClassAwareBatchSampler, ClassBalancedBatchSampler
 
 
 @dataclass
@@ -80,7 +80,9 @@ class TrainConfig:
     mix: MixConfig = field(default_factory=MixConfig)  # MixUp, CutMix, SynerMix, ...
     loss: LossConfig = field(default_factory=LossConfig)  # cross-entropy or focal
     entropy: EntropyConfig = field(default_factory=EntropyConfig)  # feature entropy bonus
-    sampler: Literal["auto", "random", "class_pairs"] = "auto"  # auto: pairs when a piece needs it
+    # auto: class pairs when a piece needs them, else random; balanced: rare classes drawn more
+    sampler: Literal["auto", "random", "class_pairs", "balanced"] = "auto"
+    balance_power: float = 0.5  # balanced sampler: 0 natural frequencies ... 1 equal classes
     label_smoothing: float = 0.1
     head_init: Literal["probe", "random"] = "probe"  # LP-FT: start from a linear probe's head
     epochs: int = 12
@@ -108,7 +110,7 @@ class TrainConfig:
             "precision": ("auto", "fp32", "bf16", "fp16"),
             "resize_mode": ("crop", "squash", "pad"),
             "head_init": ("probe", "random"),
-            "sampler": ("auto", "random", "class_pairs"),
+            "sampler": ("auto", "random", "class_pairs", "balanced"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -117,6 +119,8 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not 0.0 <= self.balance_power <= 1.0:
+            raise ValueError(f"balance_power must be in [0, 1], got {self.balance_power!r}")
         if not 0 <= self.val_fraction + self.test_fraction < 1:
             raise ValueError("val_fraction + test_fraction must be in [0, 1)")
         if self.image_size is not None and self.image_size < 16:
@@ -389,7 +393,25 @@ class Trainer:
         objective = create_objective(cfg.mix, len(classes), cfg.label_smoothing)
         # within-class pieces (SynerMix-Intra, per-class entropy) need two images per class
         wants_pairs = objective.needs_class_pairs or (cfg.entropy.enabled and cfg.entropy.per_class)
-        if cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and wants_pairs):
+        if cfg.sampler == "balanced" and wants_pairs:
+            raise ValueError(
+                "this objective mixes or compares images within a class and needs the "
+                "class_pairs sampler; sampler='balanced' cannot give it (use auto or class_pairs)"
+            )
+        if cfg.sampler == "balanced":
+            train_loader = _batch_sampler_loader(
+                train_ds,
+                ClassBalancedBatchSampler(
+                    train_ds.targets,
+                    batch_size,
+                    power=cfg.balance_power,
+                    seed=cfg.seed,
+                    drop_last=len(train_ds) > batch_size,
+                ),
+                workers,
+                cfg.seed,
+            )
+        elif cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and wants_pairs):
             per_class = cfg.entropy.k + 1 if cfg.entropy.enabled and cfg.entropy.per_class else 2
             train_loader = _class_pairs_loader(
                 train_ds, batch_size, workers, cfg.seed, max(2, per_class)
@@ -536,7 +558,7 @@ class Trainer:
         model, loader, optimizer, scaler = parts.model, parts.loader, parts.optimizer, parts.scaler
         device, precision, steps_per_epoch = parts.device, parts.precision, len(parts.loader)
         model.train()
-        if isinstance(loader.batch_sampler, ClassAwareBatchSampler):
+        if isinstance(loader.batch_sampler, ClassAwareBatchSampler | ClassBalancedBatchSampler):
             loader.batch_sampler.set_epoch(epoch)  # same batches again when resumed
         for module in parts.frozen:
             module.eval()
@@ -610,6 +632,12 @@ def _class_pairs_loader(
         seed=seed,
         drop_last=len(dataset) > batch_size,
     )
+    return _batch_sampler_loader(dataset, sampler, workers, seed)
+
+
+def _batch_sampler_loader(
+    dataset: ImageDataset, sampler: torch.utils.data.Sampler, workers: int, seed: int
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_sampler=sampler,

@@ -226,9 +226,9 @@ def _file_stamp(path: str) -> tuple[int, int] | None:
 
 def fit_key(paths: list[str], owner: np.ndarray, codes: np.ndarray, config: MultiTaskConfig) -> str:
     """A fine-tune's identity: its images (paths, sizes, modification times), their records and
-    labels, and the options that
-    change what it learns. Two fits with one key would train the same model, so a saved one
-    can be resumed or reused; anything else gets another key and its own file."""
+    labels, and the options that change what it learns. Two fits with one key would train the
+    same model, so a saved one can be resumed or reused; anything else gets another key and its
+    own file."""
     options = {k: v for k, v in asdict(config).items() if k not in _KEY_IGNORES}
     options["train"] = {k: v for k, v in options["train"].items() if k not in _TRAIN_KEY_IGNORES}
     files = [_file_stamp(path) for path in paths]  # an image replaced in place changes the key

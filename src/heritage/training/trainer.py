@@ -393,24 +393,21 @@ class Trainer:
         objective = create_objective(cfg.mix, len(classes), cfg.label_smoothing)
         # within-class pieces (SynerMix-Intra, per-class entropy) need two images per class
         wants_pairs = objective.needs_class_pairs or (cfg.entropy.enabled and cfg.entropy.per_class)
-        if cfg.sampler == "balanced" and wants_pairs:
-            raise ValueError(
-                "this objective mixes or compares images within a class and needs the "
-                "class_pairs sampler; sampler='balanced' cannot give it (use auto or class_pairs)"
-            )
         if cfg.sampler == "balanced":
-            train_loader = _batch_sampler_loader(
-                train_ds,
-                ClassBalancedBatchSampler(
-                    train_ds.targets,
-                    batch_size,
-                    power=cfg.balance_power,
-                    seed=cfg.seed,
-                    drop_last=len(train_ds) > batch_size,
-                ),
-                workers,
-                cfg.seed,
+            if wants_pairs:
+                raise ValueError(
+                    "this objective mixes or compares images within a class and needs the "
+                    "class_pairs sampler, which sampler='balanced' is not (use auto or "
+                    "class_pairs)"
+                )
+            balanced = ClassBalancedBatchSampler(
+                train_ds.targets,
+                batch_size,
+                power=cfg.balance_power,
+                seed=cfg.seed,
+                drop_last=len(train_ds) > batch_size,
             )
+            train_loader = _batch_sampler_loader(train_ds, balanced, workers, cfg.seed)
         elif cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and wants_pairs):
             per_class = cfg.entropy.k + 1 if cfg.entropy.enabled and cfg.entropy.per_class else 2
             train_loader = _class_pairs_loader(

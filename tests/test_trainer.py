@@ -243,6 +243,7 @@ def test_balanced_sampler_batches_survive_resume(
     paired = tiny_config(epochs=1, sampler="balanced", mix=MixConfig("synermix", beta=0.1))
     with pytest.raises(ValueError, match="class_pairs"):
         Trainer(paired).fit(collection, tmp_path / "paired")
+    assert not (tmp_path / "paired").exists()  # nothing written that a corrected rerun trips on
 
 
 def test_entropy_on_a_named_layer(

@@ -337,6 +337,14 @@ class Trainer:
         self, collection: Collection, run_dir: str | Path, *, resume: bool = True
     ) -> TrainResult:
         cfg = self.config
+        objective = create_objective(cfg.mix, len(collection.classes), cfg.label_smoothing)
+        # within-class pieces (SynerMix-Intra, per-class entropy) need two images per class
+        wants_pairs = objective.needs_class_pairs or (cfg.entropy.enabled and cfg.entropy.per_class)
+        if cfg.sampler == "balanced" and wants_pairs:  # refused before anything is written
+            raise ValueError(
+                "this objective mixes or compares images within a class and needs the "
+                "class_pairs sampler, which sampler='balanced' is not (use auto or class_pairs)"
+            )
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         state_path = run_dir / "state.pt"
@@ -390,16 +398,7 @@ class Trainer:
         )
         val_ds = ImageDataset(val_set.paths(), val_set.targets(), cache, eval_transform(prep))
         batch_size = min(cfg.batch_size, len(train_ds))
-        objective = create_objective(cfg.mix, len(classes), cfg.label_smoothing)
-        # within-class pieces (SynerMix-Intra, per-class entropy) need two images per class
-        wants_pairs = objective.needs_class_pairs or (cfg.entropy.enabled and cfg.entropy.per_class)
         if cfg.sampler == "balanced":
-            if wants_pairs:
-                raise ValueError(
-                    "this objective mixes or compares images within a class and needs the "
-                    "class_pairs sampler, which sampler='balanced' is not (use auto or "
-                    "class_pairs)"
-                )
             balanced = ClassBalancedBatchSampler(
                 train_ds.targets,
                 batch_size,

@@ -161,7 +161,7 @@ class ClassBalancedBatchSampler(torch.utils.data.Sampler[list[int]]):
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch, 1])
+        rng = np.random.default_rng([self.seed, self.epoch, 1])  # 1: not the class-pairs stream
         self.epoch += 1  # the next pass differs unless set_epoch says otherwise
         n = len(self.probabilities)
         size = len(self) * self.batch_size if self.drop_last else n

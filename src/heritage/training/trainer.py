@@ -554,8 +554,9 @@ class Trainer:
         model, loader, optimizer, scaler = parts.model, parts.loader, parts.optimizer, parts.scaler
         device, precision, steps_per_epoch = parts.device, parts.precision, len(parts.loader)
         model.train()
-        if isinstance(loader.batch_sampler, ClassAwareBatchSampler | ClassBalancedBatchSampler):
-            loader.batch_sampler.set_epoch(epoch)  # same batches again when resumed
+        set_epoch = getattr(loader.batch_sampler, "set_epoch", None)  # heritage's samplers
+        if set_epoch is not None:
+            set_epoch(epoch)  # same batches again when resumed
         for module in parts.frozen:
             module.eval()
         if self.config.freeze_bn_stats:

@@ -28,6 +28,7 @@ def _invoke(*args: str | Path):
     [
         ("train", ["--config", "--out", "--backbone", "--epochs", "--augment", "--image-size"]),
         ("soup", ["--metric", "--recipe", "--bn-recalibration"]),
+        ("refit", ["--out", "--recipe"]),
         ("evaluate", ["--split", "--data", "--out"]),
         ("predict", ["--out", "--top-k", "--device"]),
         ("backbones", ["--help"]),
@@ -99,6 +100,21 @@ def test_cli_evaluate(cli_run: dict) -> None:
         assert (run / "eval" / "test" / method).is_dir()
     rows = json.loads((run / "eval" / "test" / "comparison.json").read_text())
     assert [r["models"] for r in rows] == [1, 1, 1, 2]
+
+
+def test_cli_refit_then_evaluate(cli_run: dict, tmp_path: Path) -> None:
+    out = tmp_path / "refit"
+    result = _invoke("refit", cli_run["run"], "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "soups" / "greedy_soup.safetensors").is_file()
+    assert f"heritage evaluate {out}" in result.output
+    result = _invoke("evaluate", out)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "eval" / "test" / "comparison.json").read_text())
+    assert [r["method"] for r in rows] == ["greedy_soup", "soft_voting"]
+    # a refit of a run without soups fails with one line naming the fix
+    bare = _invoke("refit", tmp_path / "missing", "--out", tmp_path / "x")
+    assert bare.exit_code != 0 and "heritage train" in bare.output
 
 
 def test_cli_predict(cli_run: dict, image_folder: Path, tmp_path: Path) -> None:

@@ -264,6 +264,40 @@ def test_limit_per_class(tmp_path: Path) -> None:
         full.limit_per_class(2, split="holdout")
 
 
+def test_move_split_folds_val_into_train(tmp_path: Path) -> None:
+    full = Collection.from_folder(_folder(tmp_path / "d", {"a": 10, "b": 10})).with_split(seed=0)
+    merged = full.move_split("validation", "train")
+    assert len(merged.split("val")) == 0
+    assert sorted(merged.split("train").paths()) == sorted(
+        full.split("train").paths() + full.split("val").paths()
+    )
+    assert merged.split("test").paths() == full.split("test").paths()
+    assert len(full.split("val")) > 0  # the original is untouched
+    with pytest.raises(CollectionError, match="Unknown split"):
+        full.move_split("val", "holdout")
+
+
+def test_keep_fraction_shrinks_every_class_in_proportion(tmp_path: Path) -> None:
+    coll = Collection.from_folder(_folder(tmp_path / "d", {"a": 20, "b": 10, "c": 3}))
+    with pytest.raises(CollectionError, match="with_split"):
+        coll.keep_fraction(0.5)
+    full = coll.with_split(seed=0)
+    half = full.keep_fraction(0.5, seed=0)
+
+    assert half.classes == full.classes
+    # every class shrinks (ceil), unlike limit_per_class; a class keeps at least one image
+    assert half.summary()["train"].to_dict() == {"a": 6, "b": 3, "c": 1}
+    for name in ("val", "test"):
+        assert half.split(name).paths() == full.split(name).paths()
+    assert set(half.split("train").paths()) <= set(full.split("train").paths())
+    assert half.paths() == full.keep_fraction(0.5, seed=0).paths()
+    assert half.paths() != full.keep_fraction(0.5, seed=1).paths()
+    assert full.keep_fraction(1.0).paths() == full.paths()
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(CollectionError, match=r"\(0, 1\]"):
+            full.keep_fraction(bad)
+
+
 # --------------------------------------------------------------------------- load_image
 
 

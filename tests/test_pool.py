@@ -33,6 +33,27 @@ def _files(*epochs: int) -> set[str]:
     return {f"epoch_{e:03d}{s}" for e in epochs for s in (".safetensors", ".json")}
 
 
+def test_pinned_epochs_stay_without_metrics(tmp_path: Path) -> None:
+    """A run without validation (a refit) keeps exactly the epochs it pins."""
+    folder = tmp_path / "pool"
+    pool = CheckpointPool.open(folder)
+    card = _card()
+    assert not pool.offer(1, {}, STATE, card)  # no metric, not pinned: nothing wants it
+    assert pool.offer(2, {}, STATE, card, pinned=True)
+    assert pool.offer(3, _metrics(0.9), STATE, card, pinned=True)
+    assert not pool.offer(4, {}, STATE, card)
+    assert (pool.entries[0].name, pool.entries[0].reasons) == ("epoch_002", ["pinned"])
+    assert _on_disk(folder) == _files(2, 3)
+    reopened = CheckpointPool.open(folder)
+    assert reopened.offer(5, _metrics(0.95), STATE, card)  # outranks 3 on every criterion...
+    assert reopened.offer(6, _metrics(0.99), STATE, card)
+    assert {e.name for e in reopened.entries} >= {"epoch_002", "epoch_003"}  # ...pins stay
+    unscored = CheckpointPool.open(tmp_path / "unscored")
+    unscored.offer(1, {}, STATE, card, pinned=True)
+    with pytest.raises(ValueError, match="no val_macro_f1"):
+        unscored.best()
+
+
 def test_offer_keeps_top_k_and_cycle_ends(tmp_path: Path) -> None:
     folder = tmp_path / "pool"
     pool = CheckpointPool.open(folder)  # keep_top_k = 2

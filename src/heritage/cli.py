@@ -323,6 +323,29 @@ def soup(
     console.print(f"Next: heritage evaluate {run}")
 
 
+@app.command()
+def refit(
+    run: RunDir,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the refit run (not RUN itself).")
+    ],
+    recipe: Annotated[
+        str,
+        typer.Option(help="Which of RUN's soups to refit: greedy_soup or uniform_soup."),
+    ] = "greedy_soup",
+) -> None:
+    """Train again on train + val with RUN's options and cook the soup from the epochs RUN's
+    soup kept: every labelled image is used once validation has made its choices. The refit
+    has no validation split; judge it on test with `heritage evaluate OUT`. Rerun to resume."""
+    from heritage.run import Run, RunError
+
+    try:
+        path = Run.open(run).refit(out, recipe)
+    except (RunError, ValueError) as exc:
+        _fail(exc)
+    console.print(f"refit soup: {path}\nNext: heritage evaluate {out}")
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     target: Annotated[

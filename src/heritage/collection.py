@@ -9,9 +9,10 @@ what to do about it.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -547,36 +548,63 @@ class Collection:
 
     def split(self, name: str) -> Collection:
         """Records of one split, same class list (so targets stay comparable across splits)."""
+        key = self._split_key(name)
+        return self._replace(self.records[self.records["split"] == key])
+
+    def _split_key(self, name: str) -> str:
+        """The canonical name of an existing split kind, or a clear error."""
         if not self.has_split:
             raise CollectionError("This collection has no split; call with_split() first.")
         key = _normalise_split(name)
         if key not in SPLITS:
             raise CollectionError(f"Unknown split {name!r}; use one of {', '.join(SPLITS)}.")
-        return self._replace(self.records[self.records["split"] == key])
+        return key
 
-    def limit_per_class(self, n: int, *, seed: int = 0, split: str = "train") -> Collection:
-        """Keep at most n images per class in one split (a seeded random subset), others
-        untouched: the 'low-data' regime, evaluated on the same val/test images as a full run.
-
-        The class list stays the same so targets and heads stay comparable with full runs.
-        Every class is shuffled whether or not it is cut, so for one seed a smaller n keeps a
-        subset of what a larger n keeps (learning curves over n are nested).
-        """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise CollectionError(f"n={n!r}: need a whole number of images per class, at least 1.")
-        if not self.has_split:
-            raise CollectionError("This collection has no split; call with_split() first.")
-        key = _normalise_split(split)
-        if key not in SPLITS:
-            raise CollectionError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    def _thin_split(self, split: str, seed: int, how_many: Callable[[int], int]) -> Collection:
+        """Keep ``how_many(class size)`` images of a seeded shuffle of every class in one
+        split, others untouched. Every class is shuffled whether or not it is cut, so for one
+        seed a smaller share keeps a subset of what a larger one keeps."""
+        key = self._split_key(split)
         rng = np.random.default_rng(seed)
         in_split = (self.records["split"] == key).to_numpy()
         labels = self.records["label"].to_numpy(dtype=object)
         keep = np.ones(len(self.records), dtype=bool)
         for label in self.classes:
-            chosen = rng.permutation(np.flatnonzero(in_split & (labels == label)))
-            keep[chosen[n:]] = False
+            members = rng.permutation(np.flatnonzero(in_split & (labels == label)))
+            keep[members[how_many(len(members)) :]] = False
         return self._replace(self.records[keep])
+
+    def limit_per_class(self, n: int, *, seed: int = 0, split: str = "train") -> Collection:
+        """Keep at most n images per class in one split (a seeded random subset), others
+        untouched: the 'low-data' regime, evaluated on the same val/test images as a full run.
+
+        The class list stays the same so targets and heads stay comparable with full runs, and
+        for one seed a smaller n keeps a subset of what a larger n keeps (learning curves over
+        n are nested).
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise CollectionError(f"n={n!r}: need a whole number of images per class, at least 1.")
+        return self._thin_split(split, seed, lambda size: n)
+
+    def keep_fraction(self, fraction: float, *, seed: int = 0, split: str = "train") -> Collection:
+        """Keep a seeded share of every class in one split (at least one image each), others
+        untouched: a learning-curve point that asks whether labelling more of the same kind
+        would help, evaluated on the same val/test images as a full run.
+
+        Unlike :meth:`limit_per_class`, which cuts only the large classes, every class shrinks
+        in proportion, so the imbalance (and what macro-F1 sees) stays that of the full split.
+        """
+        if not 0 < fraction <= 1:
+            raise CollectionError(f"fraction={fraction!r}: need a share in (0, 1].")
+        return self._thin_split(split, seed, lambda size: max(1, math.ceil(fraction * size)))
+
+    def move_split(self, source: str, into: str) -> Collection:
+        """Every image of split ``source`` moved into split ``into`` (others untouched): a
+        refit trains on train + val once model selection on val is done."""
+        keys = self._split_key(source), self._split_key(into)
+        records = self.records.copy()
+        records.loc[records["split"] == keys[0], "split"] = keys[1]
+        return self._replace(records)
 
     def targets(self) -> np.ndarray:
         """Class indices into self.classes, aligned with records."""

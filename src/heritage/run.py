@@ -1,16 +1,16 @@
 """A run folder and the steps after training: cook soups, evaluate, compare.
 
 :class:`Run` reopens what :class:`~heritage.training.trainer.Trainer` wrote (configuration,
-split, checkpoint pool) so that ``heritage soup`` and ``heritage evaluate`` work from the folder
-alone, in a fresh process, also after an interrupted run. Soups go to ``soups/``, reports to
-``eval/<method>/``.
+split, checkpoint pool) so that ``heritage soup``, ``heritage evaluate`` and ``heritage refit``
+work from the folder alone, in a fresh process, also after an interrupted run. Soups go to
+``soups/``, reports to ``eval/<method>/``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
 from heritage.soups import ModelSoup, SoftVoting
 from heritage.training.pool import CheckpointPool
-from heritage.training.trainer import TrainConfig, make_loader
+from heritage.training.trainer import TrainConfig, Trainer, make_loader
 
 METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
 
@@ -90,7 +90,10 @@ class Run:
         """Unaugmented images of one split, decoded once per process and shared."""
         part = self.collection.split(split)
         if len(part) == 0:
-            raise RunError(f"the {split} split of {self.folder} is empty")
+            hint = ""
+            if split == "val" and self.config.keep_epochs:
+                hint = " (a refit trains on train + val; its soup is cooked by `heritage refit`)"
+            raise RunError(f"the {split} split of {self.folder} is empty{hint}")
         self.cache.load(part.paths(), f"decoding {split} images")
         ds = ImageDataset(part.paths(), part.targets(), self.cache, eval_transform(self.cache.prep))
         return make_loader(ds, batch_size, shuffle=False, workers=0)
@@ -149,6 +152,48 @@ class Run:
         summary_path.write_text(json.dumps(summary, indent=2))
         return soups
 
+    def refit(self, out: str | Path, recipe: str = "greedy_soup") -> Path:
+        """Train again on train + val with this run's options and cook ``recipe`` from the
+        same epochs; returns the refit soup's path (``out/soups/<recipe>``).
+
+        Why: a small collection keeps a fifth of its labelled images for validation. Once
+        validation has chosen the options and the soup's ingredients, a second run on train +
+        val learns from those images too (AutoGluon's ``refit_full``). Its soup is the uniform
+        average of the checkpoints at the epochs this run's soup kept, so nothing is chosen on
+        images the refit trained on; judge it on test (``heritage evaluate``). Calling it
+        again resumes an interrupted refit.
+        """
+        out = Path(out)
+        if out.resolve() == self.folder.resolve():
+            raise RunError("the refit needs its own folder (--out), not the run's")
+        summary_path = self.folder / "soups" / "soups.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        if recipe not in summary:
+            raise RunError(
+                f"{self.folder} has no {recipe} to refit: cook it first with "
+                f"`heritage soup {self.folder}`"
+            )
+        epoch_of = {e.name: e.epoch for e in self.pool.entries}
+        missing = sorted(set(summary[recipe]["ingredients"]) - set(epoch_of))
+        if missing:
+            raise RunError(f"{self.folder}: {recipe} ingredients {missing} are not in the pool")
+        epochs = sorted(epoch_of[name] for name in summary[recipe]["ingredients"])
+        config = replace(self.config, keep_epochs=epochs)
+        console.print(
+            f"[bold]refit[/] of {self.folder} on train + val, keeping epochs {epochs} ({recipe})"
+        )
+        Trainer(config).fit(self.collection.move_split("val", "train"), out)
+        refit = Run.open(out)
+        soup = ModelSoup("uniform", device=self.config.device, precision=self.config.precision).fit(
+            [refit.pool.folder / f"epoch_{e:03d}" for e in epochs], None, refit.bn_loader()
+        )
+        soup.card_.provenance.update({"recipe": f"{recipe} (refit)", "refit_of": str(self.folder)})
+        path = soup.save(refit.model_path(recipe))
+        (out / "soups" / "soups.json").write_text(
+            json.dumps({recipe: {"ingredients": soup.ingredients_, "refit_of": str(self.folder)}})
+        )
+        return path
+
     def evaluate(
         self,
         split: str = "test",
@@ -167,7 +212,11 @@ class Run:
                 voting = SoftVoting(self.pool.paths(), self.config.device, self.config.precision)
                 models = [voting.load_member(p) for p in voting.checkpoints]
             else:
-                path = self.model_path(method)
+                try:
+                    path = self.model_path(method)
+                except ValueError as exc:  # e.g. no best checkpoint in a refit's pool
+                    console.print(f"[yellow]skipping {method}: {exc}[/]")
+                    continue
                 if not model_paths(path)[0].is_file():
                     console.print(
                         f"[yellow]skipping {method}: {path} not found "

@@ -191,11 +191,15 @@ class ModelSoup:
     def fit(
         self,
         checkpoints: Sequence[str | Path],
-        val_loader: DataLoader,
+        val_loader: DataLoader | None,
         bn_loader: DataLoader | None = None,
     ) -> ModelSoup:
+        """Cook the soup. A uniform soup may be cooked without validation images
+        (``val_loader=None``, e.g. in a refit on train + val): then ``val_score_`` is None."""
         if not checkpoints:
             raise ValueError("a soup needs at least one checkpoint")
+        if val_loader is None and self.recipe == "greedy":
+            raise ValueError("a greedy soup chooses its ingredients on validation images")
         self._device = resolve_device(self.device)
         self._precision = Precision.resolve(self.precision, self._device)
         cards = [load_card(p) for p in checkpoints]
@@ -222,7 +226,9 @@ class ModelSoup:
         if self.recipe == "uniform":
             chosen = list(range(len(states)))
             self.model_ = self._cook(states, card, bn_loader)
-            self.val_score_ = self._score(self.model_, val_loader, classes)
+            self.val_score_ = (
+                None if val_loader is None else self._score(self.model_, val_loader, classes)
+            )
             self.steps_ = [SoupStep(n, self.val_score_, True) for n in names]
         else:
             # order by each checkpoint's own validation metric, judged exactly as soups are
@@ -251,7 +257,7 @@ class ModelSoup:
             architecture=card.architecture,
             classes=classes,
             preprocessing=card.preprocessing,
-            metrics={f"val_{self.metric}": self.val_score_},
+            metrics={} if self.val_score_ is None else {f"val_{self.metric}": self.val_score_},
             provenance={
                 **{k: v for k, v in card.provenance.items() if k not in ("epoch", "created")},
                 "recipe": f"{self.recipe}_soup",

@@ -1,8 +1,9 @@
 """The checkpoint pool: the ingredients that soups are cooked from.
 
 One fine-tuning run with warm restarts visits several minima. The pool keeps, on disk, the
-best ``k`` checkpoints by each validation criterion and the end of every restart cycle; a
-checkpoint that no criterion wants any more is deleted. ``pool.json`` is the index and is
+best ``k`` checkpoints by each validation criterion, the end of every restart cycle and any
+epoch pinned by the run (a refit keeps the epochs its recipe names); a checkpoint that no
+criterion wants any more is deleted. ``pool.json`` is the index and is
 written atomically after each change, so a killed run never loses or corrupts the pool.
 """
 
@@ -67,7 +68,7 @@ class CheckpointPool:
     def paths(self) -> list[Path]:
         return [self.folder / e.name for e in self.entries]
 
-    def _reasons(self, candidate: PoolEntry, cycle_end: bool) -> dict[str, list[str]]:
+    def _reasons(self, candidate: PoolEntry, cycle_end: bool, pinned: bool) -> dict[str, list[str]]:
         """Which criteria each entry (existing and candidate) satisfies."""
         everyone = [*self.entries, candidate]
         reasons: dict[str, list[str]] = {e.name: [] for e in everyone}
@@ -79,10 +80,12 @@ class CheckpointPool:
             for e in ranked[: self.keep_top_k]:
                 reasons[e.name].append(f"top{self.keep_top_k}_{crit}")
         for e in everyone:
-            previous = [r for r in e.reasons if r.startswith("cycle_end")]
+            previous = [r for r in e.reasons if r in ("cycle_end", "pinned")]
             reasons[e.name] += previous
         if cycle_end:
             reasons[candidate.name].append("cycle_end")
+        if pinned:
+            reasons[candidate.name].append("pinned")
         return reasons
 
     def offer(
@@ -92,12 +95,15 @@ class CheckpointPool:
         state_dict: dict[str, torch.Tensor],
         card: ModelCard,
         cycle_end: bool = False,
+        pinned: bool = False,
     ) -> bool:
-        """Consider the model at the end of ``epoch``; returns True if it joined the pool."""
+        """Consider the model at the end of ``epoch``; returns True if it joined the pool.
+        ``metrics`` may be empty (a run without validation): then only ``cycle_end`` and
+        ``pinned`` keep a checkpoint."""
         candidate = PoolEntry(f"epoch_{epoch:03d}", epoch, dict(metrics))
         # an epoch re-run after a resume replaces its earlier entry
         self.entries = [e for e in self.entries if e.name != candidate.name]
-        reasons = self._reasons(candidate, cycle_end)
+        reasons = self._reasons(candidate, cycle_end, pinned)
         joined = bool(reasons[candidate.name])
         if joined:
             card = replace(
@@ -131,7 +137,13 @@ class CheckpointPool:
         """The single best checkpoint by a validation metric (ties: later epoch loses)."""
         if not self.entries:
             raise ValueError(f"the checkpoint pool in {self.folder} is empty")
+        scored = [e for e in self.entries if key in e.metrics]
+        if not scored:
+            raise ValueError(
+                f"the checkpoints in {self.folder} have no {key} (a run without validation, "
+                "e.g. a refit): there is no best one to pick"
+            )
         higher = CRITERIA.get(key, (key, True))[1]
         return sorted(
-            self.entries, key=lambda e: (-e.metrics[key] if higher else e.metrics[key], e.epoch)
+            scored, key=lambda e: (-e.metrics[key] if higher else e.metrics[key], e.epoch)
         )[0]

@@ -96,6 +96,9 @@ class TrainConfig:
     freeze_stages: int = 0  # freeze the stem and the first N stages (faster on CPU)
     freeze_bn_stats: bool = True  # keep pretrained BatchNorm statistics (small batches drift)
     keep_top_k: int = 2  # per validation criterion, in the checkpoint pool
+    # epochs whose checkpoints stay in the pool whatever their scores; a refit on train + val
+    # (no validation split) names the epochs of the soup chosen on the first run
+    keep_epochs: list[int] = field(default_factory=list)
     seed: int = 0
     val_fraction: float = 0.2  # only used when the collection has no split
     test_fraction: float = 0.2
@@ -119,6 +122,9 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        bad_epochs = [e for e in self.keep_epochs if not 1 <= e <= self.epochs]
+        if bad_epochs:
+            raise ValueError(f"keep_epochs {bad_epochs} are outside 1..epochs={self.epochs}")
         if not 0.0 <= self.balance_power <= 1.0:
             raise ValueError(f"balance_power must be in [0, 1], got {self.balance_power!r}")
         if not 0 <= self.val_fraction + self.test_fraction < 1:
@@ -379,8 +385,12 @@ class Trainer:
         )
 
         train_set, val_set = collection.split("train"), collection.split("val")
-        if len(val_set) == 0:
-            raise ValueError("the validation split is empty: checkpoints and soups need one")
+        validating = len(val_set) > 0
+        if not validating and not cfg.keep_epochs:
+            raise ValueError(
+                "the validation split is empty: checkpoints and soups need one (a refit on "
+                "train + val names the epochs to keep instead: keep_epochs)"
+            )
         classes = collection.classes
         model = create_backbone(
             cfg.backbone, len(classes), weights=cfg.weights, pretrained=cfg.pretrained
@@ -421,7 +431,9 @@ class Trainer:
                 seed=cfg.seed,
                 drop_last=len(train_ds) > batch_size,
             )
-        val_loader = make_loader(val_ds, batch_size * 2, shuffle=False, workers=0)
+        val_loader = (
+            make_loader(val_ds, batch_size * 2, shuffle=False, workers=0) if validating else None
+        )
         steps_per_epoch = len(train_loader)
 
         optimizer = _adamw(model, cfg)
@@ -477,11 +489,7 @@ class Trainer:
                 classes,
             )
             history.append({"epoch": 0, **metrics})
-            console.print(
-                f"epoch   0 (linear probe head)  val_loss {metrics['val_loss']:.4f}  "
-                f"val_top1 {metrics['val_top1']:.4f}  "
-                f"val_macro_f1 {metrics['val_macro_f1']:.4f}"
-            )
+            console.print(f"epoch   0 (linear probe head){_format_val(metrics)}")
 
         card = ModelCard(
             architecture=architecture_of(cfg.backbone),
@@ -518,6 +526,7 @@ class Trainer:
                 model.state_dict(),
                 card,
                 cycle_end=epoch in cycle_end_epochs,
+                pinned=epoch in cfg.keep_epochs,
             )
             atomic_torch_save(
                 {
@@ -533,9 +542,7 @@ class Trainer:
             )
             (run_dir / "history.json").write_text(json.dumps(history, indent=2))
             console.print(
-                f"epoch {epoch:>3}/{cfg.epochs}  loss {loss:.4f}  "
-                f"val_loss {metrics['val_loss']:.4f}"
-                f"  val_top1 {metrics['val_top1']:.4f}  val_macro_f1 {metrics['val_macro_f1']:.4f}"
+                f"epoch {epoch:>3}/{cfg.epochs}  loss {loss:.4f}{_format_val(metrics)}"
                 f"  {epoch_seconds:.0f}s{'  → pool' if joined else ''}"
             )
         throughput = images_seen / train_seconds if train_seconds else float("nan")
@@ -604,6 +611,9 @@ class Trainer:
         return self._validate(model, val_loader, device, precision, classes)
 
     def _validate(self, model, loader, device, precision, classes) -> dict[str, float]:
+        """Validation metrics; none for a run without a validation split (a refit)."""
+        if loader is None:
+            return {}
         logits, targets = predict_logits(
             model, loader, device, precision, channels_last=self.config.channels_last
         )
@@ -615,6 +625,15 @@ class Trainer:
             "val_macro_f1": ev.macro_f1,
             "val_ece": ev.ece,
         }
+
+
+def _format_val(metrics: dict[str, float]) -> str:
+    """The validation part of an epoch's line (empty for a run without validation)."""
+    return "".join(
+        f"  {key} {metrics[key]:.4f}"
+        for key in ("val_loss", "val_top1", "val_macro_f1")
+        if key in metrics
+    )
 
 
 def _class_pairs_loader(

@@ -1,0 +1,107 @@
+"""Refit: a second run on train + val that cooks the soup from the epochs the first one chose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from heritage.collection import Collection
+from heritage.model import load_card, load_state
+from heritage.run import Run, RunError
+from heritage.soups import ModelSoup, average_state_dicts
+from heritage.training.trainer import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def refitted(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny run's soups, then a refit of its greedy soup (done once for the module)."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("refit")
+    run_dir = Path(shutil.copytree(trained_run, base / "run"))
+    run = Run.open(run_dir)
+    run.cook_soups()
+    out = base / "refit"
+    path = run.refit(out)
+    return {"run": run, "out": out, "path": path}
+
+
+def test_refit_trains_on_train_plus_val_and_keeps_test_apart(refitted: dict) -> None:
+    run, out = refitted["run"], refitted["out"]
+    before = pd.read_csv(run.folder / "split.csv")
+    after = pd.read_csv(out / "split.csv")
+    assert (after["split"] == "val").sum() == 0
+    assert (after["split"] == "train").sum() == before["split"].isin(["train", "val"]).sum()
+    test_before = set(before.loc[before["split"] == "test", "path"])
+    assert set(after.loc[after["split"] == "test", "path"]) == test_before
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history if h["epoch"] > 0] == [1, 2]
+    assert not any(k.startswith("val_") for h in history for k in h)  # nothing scored on val
+
+
+def test_refit_soup_averages_the_epochs_the_first_soup_kept(refitted: dict) -> None:
+    run, out, path = refitted["run"], refitted["out"], refitted["path"]
+    chosen = json.loads((run.folder / "soups" / "soups.json").read_text())["greedy_soup"]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    epochs = sorted(int(name.split("_")[1]) for name in chosen["ingredients"])
+    assert config["keep_epochs"] == epochs
+    refit = Run.open(out)
+    kept = [refit.pool.folder / f"epoch_{e:03d}" for e in epochs]
+    assert {p.name for p in kept} <= {p.name for p in refit.pool.paths()}
+    expected = average_state_dicts([load_state(p) for p in kept])
+    got = load_state(path)
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)
+    card = load_card(path)
+    assert card.provenance["refit_of"] == str(run.folder)
+    assert card.metrics == {}  # no validation score: the refit trained on val
+    summary = json.loads((out / "soups" / "soups.json").read_text())
+    assert summary["greedy_soup"]["ingredients"] == [p.name for p in kept]
+
+
+def test_refit_evaluates_on_test_and_refuses_val_steps(refitted: dict) -> None:
+    refit = Run.open(refitted["out"])
+    results = refit.evaluate("test")
+    assert "greedy_soup" in results and "soft_voting" in results
+    assert "best_checkpoint" not in results  # no validation scores to pick one by
+    with pytest.raises(RunError, match="heritage refit"):
+        refit.cook_soups()
+
+
+def test_refit_again_resumes_instead_of_retraining(refitted: dict) -> None:
+    run, out = refitted["run"], refitted["out"]
+    state = out / "state.pt"
+    stamp = state.stat().st_mtime_ns
+    run.refit(out)
+    assert state.stat().st_mtime_ns == stamp
+
+
+def test_refit_needs_a_soup_and_its_own_folder(run_copy: Path, tmp_path: Path) -> None:
+    run = Run.open(run_copy)
+    with pytest.raises(RunError, match="heritage soup"):
+        run.refit(tmp_path / "out")
+    run.cook_soups(recipes=("uniform",))
+    with pytest.raises(RunError, match="no greedy_soup"):
+        run.refit(tmp_path / "out")
+    with pytest.raises(RunError, match="its own folder"):
+        run.refit(run_copy, "uniform_soup")
+
+
+def test_training_without_val_needs_kept_epochs(
+    image_folder: Path, tiny_config, tmp_path: Path
+) -> None:
+    merged = Collection.from_folder(image_folder).with_split(seed=0).move_split("val", "train")
+    with pytest.raises(ValueError, match="keep_epochs"):
+        Trainer(tiny_config()).fit(merged, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"outside 1\.\.epochs=2"):
+        TrainConfig(epochs=2, keep_epochs=[3])
+
+
+def test_greedy_soup_needs_validation_images(trained_run: Path) -> None:
+    with pytest.raises(ValueError, match="validation images"):
+        ModelSoup("greedy", device="cpu").fit(Run.open(trained_run).pool.paths(), None)

@@ -293,7 +293,11 @@ def test_keep_fraction_shrinks_every_class_in_proportion(tmp_path: Path) -> None
     assert half.paths() == full.keep_fraction(0.5, seed=0).paths()
     assert half.paths() != full.keep_fraction(0.5, seed=1).paths()
     assert full.keep_fraction(1.0).paths() == full.paths()
-    for bad in (0, -0.5, 1.5):
+    # no float round-up: 0.07 * 100 is 7.000000000000001 in floating point
+    big = Collection.from_folder(_folder(tmp_path / "big", {"a": 50, "b": 50})).with_split()
+    big = big.move_split("val", "train").move_split("test", "train")  # 50 train images each
+    assert big.keep_fraction(0.14).summary()["train"].to_dict() == {"a": 7, "b": 7}
+    for bad in (0, -0.5, 1.5, True, "half"):
         with pytest.raises(CollectionError, match=r"\(0, 1\]"):
             full.keep_fraction(bad)
 

@@ -71,6 +71,8 @@ def test_refit_evaluates_on_test_and_refuses_val_steps(refitted: dict) -> None:
     assert "best_checkpoint" not in results  # no validation scores to pick one by
     with pytest.raises(RunError, match="heritage refit"):
         refit.cook_soups()
+    with pytest.raises(RunError, match="refit already"):
+        refit.refit(refitted["out"].parent / "again")
 
 
 def test_refit_again_resumes_instead_of_retraining(refitted: dict) -> None:
@@ -79,6 +81,14 @@ def test_refit_again_resumes_instead_of_retraining(refitted: dict) -> None:
     stamp = state.stat().st_mtime_ns
     run.refit(out)
     assert state.stat().st_mtime_ns == stamp
+
+
+def test_analyze_refuses_a_refit_before_any_forward_pass(refitted: dict) -> None:
+    from heritage.analysis.report import analyze
+
+    with pytest.raises(RunError, match="refitted from"):
+        analyze(refitted["out"])
+    assert not (refitted["out"] / "analysis" / "probs_test.npz").exists()
 
 
 def test_refit_needs_a_soup_and_its_own_folder(run_copy: Path, tmp_path: Path) -> None:
@@ -90,6 +100,23 @@ def test_refit_needs_a_soup_and_its_own_folder(run_copy: Path, tmp_path: Path) -
         run.refit(tmp_path / "out")
     with pytest.raises(RunError, match="its own folder"):
         run.refit(run_copy, "uniform_soup")
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.yaml").write_text(yaml.safe_dump({"keep_epochs": [99]}))
+    with pytest.raises(RunError, match="choose a new --out"):
+        run.refit(started, "uniform_soup")
+
+
+def test_refit_cooks_batchnorm_as_the_first_soup_did(run_copy: Path, tmp_path: Path) -> None:
+    """Frozen statistics: automatic recalibration would skip; a first soup forced to
+    recalibrate makes the refit soup recalibrate too (and its ingredients need no pool)."""
+    run = Run.open(run_copy)
+    run.cook_soups(recalibrate_bn=True, recipes=("uniform",))
+    for entry in run.pool.entries:  # the refit reads epochs from names, not the first pool
+        for file in run.pool.folder.glob(f"{entry.name}.*"):
+            file.unlink()
+    refit_path = run.refit(tmp_path / "refit", "uniform_soup")
+    assert load_card(refit_path).provenance["bn_recalibrated"] is True
 
 
 def test_training_without_val_needs_kept_epochs(
@@ -100,6 +127,8 @@ def test_training_without_val_needs_kept_epochs(
         Trainer(tiny_config()).fit(merged, tmp_path / "run")
     with pytest.raises(ValueError, match=r"outside 1\.\.epochs=2"):
         TrainConfig(epochs=2, keep_epochs=[3])
+    with pytest.raises(ValueError, match="list of epoch numbers"):
+        TrainConfig(epochs=2, keep_epochs=2)
 
 
 def test_greedy_soup_needs_validation_images(trained_run: Path) -> None:

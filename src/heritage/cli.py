@@ -341,8 +341,11 @@ def refit(
 
     try:
         path = Run.open(run).refit(out, recipe)
-    except (RunError, ValueError) as exc:
+    except (RunError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
+        raise typer.Exit(code=130) from None
     console.print(f"refit soup: {path}\nNext: heritage evaluate {out}")
 
 

@@ -594,9 +594,16 @@ class Collection:
         Unlike :meth:`limit_per_class`, which cuts only the large classes, every class shrinks
         in proportion, so the imbalance (and what macro-F1 sees) stays that of the full split.
         """
-        if not 0 < fraction <= 1:
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0 < fraction <= 1
+        ):
             raise CollectionError(f"fraction={fraction!r}: need a share in (0, 1].")
-        return self._thin_split(split, seed, lambda size: max(1, math.ceil(fraction * size)))
+        # rounded first, so that 0.07 * 100 = 7.000000000000001 keeps 7, not 8
+        return self._thin_split(
+            split, seed, lambda size: max(1, math.ceil(round(fraction * size, 9)))
+        )
 
     def move_split(self, source: str, into: str) -> Collection:
         """Every image of split ``source`` moved into split ``into`` (others untouched): a

@@ -145,6 +145,7 @@ class Run:
                 f"val_{metric}": soup.val_score_,
                 "steps": [s.__dict__ for s in soup.steps_],
                 "seconds": time.perf_counter() - t0,
+                "recalibrate_bn": recalibrate_bn,  # as asked (None: automatic), for a refit
             }
             console.print(
                 f"  → {len(soup.ingredients_)} ingredients, val {metric} {soup.val_score_:.4f}"
@@ -173,20 +174,32 @@ class Run:
                 f"{self.folder} has no {recipe} to refit: cook it first with "
                 f"`heritage soup {self.folder}`"
             )
-        epoch_of = {e.name: e.epoch for e in self.pool.entries}
-        missing = sorted(set(summary[recipe]["ingredients"]) - set(epoch_of))
-        if missing:
-            raise RunError(f"{self.folder}: {recipe} ingredients {missing} are not in the pool")
-        epochs = sorted(epoch_of[name] for name in summary[recipe]["ingredients"])
+        # the epochs are in the ingredients' names (epoch_007): the refit trains its own
+        # checkpoints, so it does not need the first run's files to still be in the pool
+        names = summary[recipe]["ingredients"]
+        epochs = sorted({int(name.rsplit("_", 1)[-1]) for name in names})
+        if len(self.collection.split("val")) == 0:
+            raise RunError(f"{self.folder} has no validation split (is it a refit already?)")
+        started = out / "config.yaml"
+        if started.is_file():
+            before = yaml.safe_load(started.read_text()).get("keep_epochs")
+            if before != epochs:
+                raise RunError(
+                    f"{out} is a refit of epochs {before}, but {self.folder}'s {recipe} now "
+                    f"keeps {epochs} (re-cooked since?): choose a new --out"
+                )
         config = replace(self.config, keep_epochs=epochs)
         console.print(
             f"[bold]refit[/] of {self.folder} on train + val, keeping epochs {epochs} ({recipe})"
         )
         Trainer(config).fit(self.collection.move_split("val", "train"), out)
         refit = Run.open(out)
-        soup = ModelSoup("uniform", device=self.config.device, precision=self.config.precision).fit(
-            [refit.pool.folder / f"epoch_{e:03d}" for e in epochs], None, refit.bn_loader()
-        )
+        soup = ModelSoup(
+            "uniform",
+            recalibrate_bn=summary[recipe].get("recalibrate_bn"),  # as the first soup was
+            device=self.config.device,
+            precision=self.config.precision,
+        ).fit([refit.pool.folder / f"epoch_{e:03d}" for e in epochs], None, refit.bn_loader())
         soup.card_.provenance.update({"recipe": f"{recipe} (refit)", "refit_of": str(self.folder)})
         path = soup.save(refit.model_path(recipe))
         (out / "soups" / "soups.json").write_text(
@@ -218,10 +231,10 @@ class Run:
                     console.print(f"[yellow]skipping {method}: {exc}[/]")
                     continue
                 if not model_paths(path)[0].is_file():
-                    console.print(
-                        f"[yellow]skipping {method}: {path} not found "
-                        "(run `heritage soup` first)[/]"
-                    )
+                    how = "`heritage soup` first"
+                    if self.config.keep_epochs:  # a refit cooks only the soup it refits
+                        how = f"`heritage refit --recipe {method}` into another folder"
+                    console.print(f"[yellow]skipping {method}: {path} not found (run {how})[/]")
                     continue
                 models = [ImageClassifier.load(path, self.config.device).model]
             proba, seconds = _timed_mean_proba(models, loader, device, precision)

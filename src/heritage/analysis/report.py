@@ -299,6 +299,13 @@ def analyze(
     from heritage.run import Run, RunError
 
     run = Run.open(run_dir)
+    if not any("val_macro_f1" in e.metrics for e in run.pool.entries):
+        # before any forward pass: the analysis is built around validation-chosen models
+        raise RunError(
+            f"{run.folder} has no validation scores (a refit on train + val): the analysis "
+            "compares checkpoints and soups chosen on validation, so analyse the run it was "
+            f"refitted from, and score this one with `heritage evaluate {run.folder}`"
+        )
     part = run.collection.split(split)
     if len(part) == 0:
         raise RunError(f"the {split} split of {run.folder} has no images; try --split val")

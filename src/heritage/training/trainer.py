@@ -122,6 +122,12 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not isinstance(self.keep_epochs, list | tuple) or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in self.keep_epochs
+        ):
+            raise ValueError(
+                f"keep_epochs must be a list of epoch numbers, got {self.keep_epochs!r}"
+            )
         bad_epochs = [e for e in self.keep_epochs if not 1 <= e <= self.epochs]
         if bad_epochs:
             raise ValueError(f"keep_epochs {bad_epochs} are outside 1..epochs={self.epochs}")

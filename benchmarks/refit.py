@@ -56,11 +56,12 @@ def main() -> None:
         for seed in args.seeds:
             console.rule(f"{name} · seed {seed}")
             cfg = TrainConfig.from_dict({**options, "seed": seed, "device": args.device})
-            first = Trainer(cfg).fit(collection, args.runs / name / f"seed{seed}" / "run")
+            folder = args.runs / name / f"seed{seed}"
+            first = Trainer(cfg).fit(collection, folder / "run")
             run = Run.open(first.run_dir)
             soups = run.cook_soups(recipes=("greedy",))
-            run.refit(args.runs / name / f"seed{seed}" / "refit")
-            refit = Run.open(args.runs / name / f"seed{seed}" / "refit")
+            run.refit(folder / "refit")
+            refit = Run.open(folder / "refit")
             scores = {
                 "greedy_soup": run.evaluate("test", ("greedy_soup",))["greedy_soup"],
                 "greedy_soup_refit": refit.evaluate("test", ("greedy_soup",))["greedy_soup"],

@@ -11,7 +11,7 @@ import torch
 
 from heritage.backbones import Preprocessing
 from heritage.model import ModelCard, load_card, load_state
-from heritage.training.pool import CheckpointPool
+from heritage.training.pool import CheckpointPool, checkpoint_name, epoch_of
 
 STATE = {"w": torch.zeros(1)}
 
@@ -31,6 +31,12 @@ def _on_disk(folder: Path) -> set[str]:
 
 def _files(*epochs: int) -> set[str]:
     return {f"epoch_{e:03d}{s}" for e in epochs for s in (".safetensors", ".json")}
+
+
+def test_checkpoint_names_carry_their_epoch() -> None:
+    assert checkpoint_name(7) == "epoch_007" and epoch_of("epoch_007") == 7
+    assert epoch_of(checkpoint_name(1234)) == 1234
+    assert epoch_of("greedy_soup") is None and epoch_of("epoch_") is None
 
 
 def test_pinned_epochs_stay_without_metrics(tmp_path: Path) -> None:

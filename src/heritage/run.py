@@ -26,7 +26,7 @@ from heritage.model import ImageClassifier, ModelCard, load_card, model_paths, p
 from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
 from heritage.soups import ModelSoup, SoftVoting
-from heritage.training.pool import CheckpointPool
+from heritage.training.pool import CheckpointPool, epoch_of
 from heritage.training.trainer import TrainConfig, Trainer, make_loader
 
 METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
@@ -176,8 +176,10 @@ class Run:
             )
         # the epochs are in the ingredients' names (epoch_007): the refit trains its own
         # checkpoints, so it does not need the first run's files to still be in the pool
-        names = summary[recipe]["ingredients"]
-        epochs = sorted({int(name.rsplit("_", 1)[-1]) for name in names})
+        found = {epoch_of(name) for name in summary[recipe]["ingredients"]}
+        if None in found:
+            raise RunError(f"{self.folder}: {recipe} has ingredients that are not pool epochs")
+        epochs = sorted(found)
         if len(self.collection.split("val")) == 0:
             raise RunError(f"{self.folder} has no validation split (is it a refit already?)")
         started = out / "config.yaml"
@@ -199,7 +201,11 @@ class Run:
             recalibrate_bn=summary[recipe].get("recalibrate_bn"),  # as the first soup was
             device=self.config.device,
             precision=self.config.precision,
-        ).fit([refit.pool.folder / f"epoch_{e:03d}" for e in epochs], None, refit.bn_loader())
+        ).fit(
+            [refit.pool.folder / e.name for e in refit.pool.entries if e.epoch in epochs],
+            None,
+            refit.bn_loader(),
+        )
         soup.card_.provenance.update({"recipe": f"{recipe} (refit)", "refit_of": str(self.folder)})
         path = soup.save(refit.model_path(recipe))
         (out / "soups" / "soups.json").write_text(

@@ -25,7 +25,6 @@ training sets) and decomposes each method's error across them.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,6 +54,7 @@ from heritage.evaluation import (
 )
 from heritage.model import load_card, model_paths
 from heritage.progress import console
+from heritage.training.pool import epoch_of
 
 __all__ = ["AnalysisResult", "SeedAnalysis", "Skipped", "analyze", "analyze_runs"]
 
@@ -154,11 +154,6 @@ def _ingredients(run_folder: Path, soup: str, summary: dict) -> list[str] | None
         found = load_card(path).provenance.get("ingredients")
         return [str(n) for n in found] if isinstance(found, list) else None
     return None
-
-
-def _epoch(name: str) -> int | None:
-    match = re.fullmatch(r"epoch_(\d+)", name)
-    return int(match.group(1)) if match else None
 
 
 def _missing_checkpoints(run) -> list[str]:
@@ -363,7 +358,7 @@ def analyze(
     history = _read_json(run.folder / "history.json")
     if isinstance(history, list) and history:
         pool_epochs = [e.epoch for e in run.pool.entries]
-        greedy_epochs = [ep for ep in map(_epoch, greedy) if ep is not None]
+        greedy_epochs = [ep for ep in map(epoch_of, greedy) if ep is not None]
         figures["curves"] = plot_training_curves(
             history, out / "curves.png", pool_epochs=pool_epochs, greedy_epochs=greedy_epochs
         )

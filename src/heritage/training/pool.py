@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,17 @@ CRITERIA: dict[str, tuple[str, bool]] = {
     "val_top1": ("val_top1", True),
     "val_macro_f1": ("val_macro_f1", True),
 }
+
+
+def checkpoint_name(epoch: int) -> str:
+    """The file stem of the checkpoint saved at the end of ``epoch``, e.g. ``epoch_007``."""
+    return f"epoch_{epoch:03d}"
+
+
+def epoch_of(name: str) -> int | None:
+    """The epoch in a checkpoint's name (``epoch_007`` -> 7); None for any other model."""
+    match = re.fullmatch(r"epoch_(\d+)", name)
+    return int(match.group(1)) if match else None
 
 
 @dataclass
@@ -100,7 +112,7 @@ class CheckpointPool:
         """Consider the model at the end of ``epoch``; returns True if it joined the pool.
         ``metrics`` may be empty (a run without validation): then only ``cycle_end`` and
         ``pinned`` keep a checkpoint."""
-        candidate = PoolEntry(f"epoch_{epoch:03d}", epoch, dict(metrics))
+        candidate = PoolEntry(checkpoint_name(epoch), epoch, dict(metrics))
         # an epoch re-run after a resume replaces its earlier entry
         self.entries = [e for e in self.entries if e.name != candidate.name]
         reasons = self._reasons(candidate, cycle_end, pinned)

@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up, then fine-tune + cook soups + evaluate on ../shared/datasets/ich-mekong
+#   make demo   set up, then fine-tune + cook soups + evaluate on ../shared/datasets/ich-mekong,
+#               publish the predictions as a knowledge graph and serve the explorer on it
 #   make test   set up, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv

@@ -80,3 +80,107 @@ def trained_run(
 def run_copy(trained_run: Path, tmp_path: Path) -> Path:
     """A private, writable copy of the trained run."""
     return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+# ------------------------------------------------------------------ the explorer's graph
+EXPLORER_BASE = "https://museum.example/"
+MUSEUMS = ("vam", "imatex")
+
+
+def make_explorer_store(root: Path) -> dict:
+    """A small knowledge graph like the demo's: the tiny image collection as records (id =
+    image path relative to ``root/images``), catalogued museum, material (with a SKOS
+    hierarchy: raw silk ⊂ silk) and colour for some records, English and Spanish texts, and
+    colour predictions with alternatives and modalities for every record. Returns paths."""
+    import json
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    from heritage.kg import (
+        Activity,
+        Catalogue,
+        ExportConfig,
+        KnowledgeGraph,
+        ModelEntity,
+        export_graph,
+    )
+
+    images = make_image_folder(root / "images")
+    ids = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.png"))
+    rows, preds = [], []
+    names = list(COLOURS)
+    for i, record in enumerate(ids):
+        colour = record.split("/")[0]
+        rows.append(
+            {
+                "record": record,
+                "museum": MUSEUMS[i % 2],
+                "material": ("raw silk", "silk", "wool", "")[i % 4],
+                "colour": colour if i % 3 == 0 else "",
+                "text_en": f"A {colour} textile sample number {i}" if i % 2 == 0 else "",
+                "text_es": f"Muestra textil de técnica {colour} número {i}",
+            }
+        )
+        predicted = colour if i % 5 else names[(names.index(colour) + 1) % 3]
+        others = [n for n in names if n != predicted]
+        confidence = round(0.35 + 0.6 * i / len(ids), 4)
+        preds.append(
+            {
+                "record": record,
+                "property": "colour",
+                "value": predicted,
+                "confidence": confidence,
+                "alternatives": json.dumps(
+                    [[others[0], 0.6 * (1 - confidence)], [others[1], 0.4 * (1 - confidence)]]
+                ),
+                "modalities": "image+tfidf",
+                "status": "predicted",
+                "catalogued": "",
+            }
+        )
+    frame = pd.DataFrame(rows)
+    catalogue = Catalogue(
+        frame, "record", ("museum", "material", "colour"), {"text_en": "en", "text_es": "es"}
+    )
+    model = ModelEntity("colour-model", "ab" * 32, "image classifier", "2026-11-30T12:00:00Z")
+    activity = Activity(
+        datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc),
+        datetime(2026, 12, 1, 9, 5, tzinfo=timezone.utc),
+        model,
+        "heritage predict",
+    )
+    graph = export_graph(
+        pd.DataFrame(preds),
+        activity=activity,
+        catalogue=catalogue,
+        config=ExportConfig(base_uri=EXPLORER_BASE),
+    )
+    concept = f"{EXPLORER_BASE}concept/material/"
+    skos = "http://www.w3.org/2004/02/skos/core#"
+    extra = root / "hierarchy.ttl"
+    extra.write_text(
+        f"<{concept}raw%20silk> <{skos}broader> <{concept}silk> .\n"
+        f'<{EXPLORER_BASE}concept/colour/amber> <{skos}prefLabel> "ámbar"@es .\n'
+    )
+    store = root / "kg-store"
+    kg = KnowledgeGraph(store)
+    kg.load(graph)
+    kg.load(extra, fmt="nt")
+    kg.flush()
+    del kg
+    return {"store": store, "images": images, "ids": ids, "records": frame, "n": len(ids)}
+
+
+@pytest.fixture(scope="session")
+def explorer_graph(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Read only: copy ``store`` before writing reviews (see ``explorer_copy``)."""
+    return make_explorer_store(tmp_path_factory.mktemp("explorer"))
+
+
+@pytest.fixture
+def explorer_copy(explorer_graph: dict, tmp_path: Path) -> dict:
+    """A private copy of the explorer's store, for tests that write reviews."""
+    store = tmp_path / "kg-store"
+    shutil.copytree(explorer_graph["store"], store)
+    return {**explorer_graph, "store": store}

@@ -234,12 +234,17 @@ def test_cli_evaluate_model_file_on_data(cli_run: dict, image_folder: Path, tmp_
 def test_cli_demo_runs_the_whole_job(image_folder: Path, tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({**TINY_YAML, "epochs": 1}))
-    result = _invoke("demo", image_folder, "--out", tmp_path / "demo", "--config", config)
+    result = _invoke(
+        "demo", image_folder, "--out", tmp_path / "demo", "--config", config, "--no-serve"
+    )
     assert result.exit_code == 0, result.output
     assert "greedy_soup" in result.output
     assert (tmp_path / "demo" / "eval" / "test" / "comparison.md").is_file()
     assert (tmp_path / "demo" / "analysis" / "report.html").is_file()
     assert "report (open in a browser)" in result.output
+    # it ends with a knowledge graph of what it made, and how to browse it
+    assert (tmp_path / "demo" / "kg-store").is_dir() and (tmp_path / "demo" / "index").is_dir()
+    assert "heritage explore --store" in result.output
 
 
 def test_cli_resume_with_changed_options_fails_cleanly(

@@ -33,7 +33,7 @@ def test_ich_mekong_train_soup_evaluate_predict(tmp_path: Path) -> None:
     run = tmp_path / "run"
     env = {"HERITAGE_NO_PROGRESS": "1"}
     result = CliRunner().invoke(
-        app, ["demo", str(ICH), "--out", str(run), "--config", str(config)], env=env
+        app, ["demo", str(ICH), "--out", str(run), "--config", str(config), "--no-serve"], env=env
     )
     assert result.exit_code == 0, result.output
     rows = {
@@ -43,6 +43,11 @@ def test_ich_mekong_train_soup_evaluate_predict(tmp_path: Path) -> None:
     # pretrained features make even this short run far better than chance (0.25)
     assert rows["greedy_soup"]["top1"] > 0.7
     assert (run / "eval" / "test" / "greedy_soup" / "confusion.png").is_file()
+    # the demo ends with a knowledge graph of the test predictions and silknow's metadata
+    assert (run / "kg-store").is_dir() and (run / "index" / "index.json").is_file()
+    assert (run / "published" / "classifier-predictions.csv").is_file()
+    if (DATASETS / "silknow-records" / "records.csv").is_file():
+        assert (run / "published" / "metadata-predictions.csv").is_file()
 
     out = tmp_path / "pred.csv"
     images = ICH / "images" / "don_ca_tai_tu"

@@ -226,6 +226,14 @@ def train(
         int | None,
         typer.Option(help="Data-loader processes (default: 0 on CPU, up to 8 with a GPU)."),
     ] = None,
+    extra_labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labels CSV from `heritage kg reviews`: reviewed images not in the collection "
+            "join the train split (paths relative to that CSV's folder, then the collection); "
+            "catalogued images keep their label and split."
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune a pretrained backbone and keep a pool of checkpoints for soups.
 
@@ -271,6 +279,12 @@ def train(
             ignore_splits=ignore_split,
             min_images_per_class=min_per_class,
         ).load()
+        if extra_labels is not None:
+            val, test = cfg.val_fraction, cfg.test_fraction  # the split the trainer would draw
+            collection, report = collection.with_extra_labels(
+                extra_labels, seed=cfg.seed, fractions=(1 - val - test, val, test)
+            )
+            console.print(report.summary(), markup=False)
     except (CollectionError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     console.print(collection.summary().to_string())
@@ -499,9 +513,20 @@ def demo(
     split_column: SplitColumn = None,
     ignore_split: IgnoreSplit = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (default: 12).")] = None,
+    records: Annotated[
+        Path | None,
+        typer.Option(
+            help="Records CSV whose metadata is predicted into the knowledge graph too "
+            "(default: silknow-records/records.csv beside SOURCE, when it is there)."
+        ),
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option(help="End by serving the explorer on the graph (Ctrl-C stops it).")
+    ] = True,
+    port: Annotated[int, typer.Option(help="The explorer's port.")] = 8765,
 ) -> None:
-    """Train, cook soups, evaluate and analyse in one go (the README's main job); rerun to
-    resume."""
+    """Train, cook soups, evaluate, analyse, publish a knowledge graph of the predictions and
+    open it in the explorer (the README's main job); rerun to resume."""
     from heritage.analysis import analyze as analyze_run
     from heritage.collection import CollectionError
     from heritage.run import Run, RunError
@@ -532,6 +557,55 @@ def demo(
     for sentence in analysis.summary:
         console.print(sentence, markup=False)
     console.print(f"report (open in a browser): {analysis.report}")
+    _publish_and_explore(out, source, records, serve, port)
+
+
+def _publish_and_explore(
+    out: Path, source: str, records: Path | None, serve: bool, port: int
+) -> None:
+    """The demo's last step: its predictions as a knowledge graph, served in the explorer."""
+    import getpass
+
+    from heritage.explore import Explorer, ExplorerConfig
+    from heritage.run import RunError
+    from heritage.showcase import publish_run
+
+    if records is None:  # the demo data's neighbour, when it is there
+        sibling = Path(source).expanduser().resolve().parent / "silknow-records" / "records.csv"
+        records = sibling if sibling.is_file() else None
+    try:
+        published = publish_run(out, records=records)
+    except (RunError, ValueError, FileNotFoundError, OSError) as exc:
+        _fail(exc)
+    for note in published.notes:
+        console.print(f"[yellow]note[/]: {note}")
+    console.print(
+        f"knowledge graph: {published.store} ({published.triples:,} triples; predictions in "
+        + ", ".join(str(p) for p in published.predictions.values())
+        + ")"
+    )
+    command = (
+        f"heritage explore --store {published.store} --index {published.index} "
+        f"--images {published.images}"
+    )
+    if not serve:
+        console.print(f"browse it: {command}")
+        return
+    from heritage.explore.app import serve as serve_explorer
+
+    explorer = Explorer.open(
+        ExplorerConfig(
+            store=published.store,
+            index=published.index,
+            images=(published.images,),
+            curator=getpass.getuser(),
+        )
+    )
+    try:
+        serve_explorer(explorer, port=port)
+    finally:
+        explorer.close()
+    console.print(f"explorer stopped; start it again with: {command}")
 
 
 @app.command()
@@ -706,6 +780,13 @@ def metadata_fit(
         Path | None,
         typer.Option(help="Text-embedding cache (default: ~/.cache/heritage/embeddings)."),
     ] = None,
+    extra_labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labels CSV from `heritage kg reviews`: reviewed values fill empty property "
+            "cells of matching records; a catalogued value is never overwritten."
+        ),
+    ] = None,
 ) -> None:
     """Fit every modality, the out-of-fold stacker and the calibration; save the predictor
     (predictor.joblib) and its card (card.json)."""
@@ -732,6 +813,9 @@ def metadata_fit(
             split_column=split_column,
         )
         table = RecordTable.from_csv(records, spec, ignore_splits=_names(ignore_split) or ())
+        if extra_labels is not None:
+            table, report = table.with_extra_labels(extra_labels)
+            console.print(report.summary(), markup=False)
         fusion = FusionConfig(folds=folds, stacker=stacker, calibration=calibration, seed=seed)  # type: ignore[arg-type]
         chosen: list[Any] | None = _names(modalities)
         if image_config is not None or "image_multitask" in (chosen or []):
@@ -1221,6 +1305,41 @@ def kg_records(
     console.print(f"{len(table)} records, {len(table.columns) - 1} columns written to {out}")
 
 
+@kg_app.command("reviews")
+def kg_reviews(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Labels CSV to write.")] = Path(
+        "reviewed.csv"
+    ),
+    store: StoreDir = Path("kg-store"),
+    endpoint: EndpointUrl = None,
+    user: User = None,
+    password: Password = None,
+    auth: Auth = "digest",
+    include_rejected: Annotated[
+        bool, typer.Option(help="Also list rejected predictions (with an empty value).")
+    ] = False,
+) -> None:
+    """Export curators' reviews (from `heritage explore`) as a labels table: accepted and
+    corrected values, with who decided and when. `heritage metadata fit --extra-labels` and
+    `heritage train --extra-labels` read it."""
+    from heritage.kg import EndpointError, KnowledgeGraph, QueryError, read_reviews
+
+    try:
+        graph = (
+            _endpoint(endpoint, user, password, auth)
+            if endpoint
+            else KnowledgeGraph(store, read_only=True)
+        )
+        table = read_reviews(graph, include_rejected=include_rejected)
+    except (QueryError, EndpointError, ValueError, FileNotFoundError, OSError) as exc:
+        _fail(exc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    decided = table["decision"].value_counts().to_dict() if len(table) else {}
+    summary = ", ".join(f"{n} {d}" for d, n in sorted(decided.items())) or "no reviews yet"
+    console.print(f"{len(table)} reviewed labels ({summary}) written to {out}")
+
+
 @kg_app.command("validate")
 def kg_validate(
     file: Annotated[Path, typer.Argument(help="RDF file to check (.ttl, .nt, .jsonld).")],
@@ -1248,6 +1367,72 @@ def kg_shapes() -> None:
 
 
 # similarity -------------------------------------------------------------------------------
+@app.command()
+def explore(
+    store: Annotated[
+        Path | None, typer.Option(help="Embedded store folder (`heritage kg load`).")
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="A SPARQL 1.1 query URL instead of a store (Virtuoso: http://host:8890/sparql; "
+            "with --user and --password, reviews go to its Graph Store)."
+        ),
+    ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(help="`heritage index build` folder: similar objects and search by image."),
+    ] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option("--images", help="Folder images are served from (repeatable)."),
+    ] = None,
+    curator: Annotated[
+        str | None, typer.Option(help="Your name, recorded with every review you make.")
+    ] = None,
+    read_only: Annotated[bool, typer.Option(help="Browse only: reviews disabled.")] = False,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the facet table and text index are kept (default: STORE.explorer)."
+        ),
+    ] = None,
+    user: User = None,
+    password: Password = None,
+) -> None:
+    """Browse, search and review the predictions of a knowledge graph in a web browser."""
+    import getpass
+
+    from heritage.explore import Explorer, ExplorerConfig, ExplorerError
+    from heritage.kg import EndpointError, QueryError
+
+    if store is None and endpoint is None:
+        store = Path("kg-store")
+    if not read_only and curator is None:
+        curator = getpass.getuser()
+    try:
+        explorer = Explorer.open(
+            ExplorerConfig(
+                store=None if endpoint else store,
+                endpoint=endpoint,
+                endpoint_user=user,
+                endpoint_password=password,
+                index=index,
+                images=tuple(images or ()),
+                curator=curator,
+                read_only=read_only,
+                cache=cache,
+            )
+        )
+    except (ExplorerError, QueryError, EndpointError, ValueError, OSError) as exc:
+        _fail(exc)
+    from heritage.explore.app import serve
+
+    serve(explorer, host=host, port=port)
+
+
 similarity_app = typer.Typer(
     help="Image similarity that agrees with people: measure and learn it from triplet "
     "judgements (is A or B closer to R?), with context models and their ensembles.",

@@ -31,6 +31,7 @@ __all__ = [
     "CollectionError",
     "CollectionSpec",
     "CollectionWarning",
+    "ExtraImagesReport",
     "SkippedImage",
     "check_image",
     "load_image",
@@ -45,6 +46,8 @@ _SPLIT_SYNONYMS = {"valid": "val", "validation": "val", "dev": "val"}
 _MAX_LINES = 20
 _BASE_COLUMNS = ("path", "label", "split", "row")
 _MANIFEST_ONLY_KWARGS = ("image_column", "label_column", "split_column", "root", "ignore_splits")
+#: columns every extra-labels table needs (``heritage kg reviews`` writes these and more)
+LABEL_TABLE_COLUMNS = ("record", "property", "value")
 
 
 class CollectionError(ValueError):
@@ -174,6 +177,103 @@ def _check_all(paths: Sequence[str], check_images: bool, progress: bool) -> list
         else:
             results = list(it)
     return results
+
+
+# --------------------------------------------------------------------------- extra labels
+
+
+def _labels_table(
+    labels: pd.DataFrame | str | Path, source: str | None, error: type[ValueError]
+) -> tuple[pd.DataFrame, str, Path | None]:
+    """A labels table (``record``, ``property``, ``value``; ``heritage kg reviews`` writes
+    it) as stripped strings, with its name for messages and its folder (None for a frame).
+
+    ``error`` is the caller's error class, so that a records table reports a
+    :class:`~heritage.metadata.RecordError` and a collection a :class:`CollectionError`.
+    """
+    folder: Path | None = None
+    if isinstance(labels, pd.DataFrame):
+        df, name = labels, source or "<labels>"
+    else:
+        path = Path(labels).expanduser().absolute()
+        name, folder = source or str(path), path.parent
+        if not path.is_file():
+            raise error(
+                f"Labels file {path} not found; check the path (`heritage kg reviews -o FILE` "
+                "writes one)."
+            )
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise error(
+                f"Labels file {path} could not be read as CSV ({exc}); pass the UTF-8 CSV that "
+                "`heritage kg reviews` writes, with a header row."
+            ) from exc
+    columns = [str(c) for c in df.columns]
+    missing = [c for c in LABEL_TABLE_COLUMNS if c not in columns]
+    if missing:
+        have = ", ".join(repr(c) for c in columns) or "none"
+        raise error(
+            f"Labels {name}: column(s) {', '.join(repr(c) for c in missing)} not found (it has: "
+            f"{have}). A labels table needs {', '.join(LABEL_TABLE_COLUMNS)}, one row per "
+            "reviewed value, as `heritage kg reviews` writes it."
+        )
+    wanted = [*LABEL_TABLE_COLUMNS, *(["reviewed_at"] if "reviewed_at" in columns else [])]
+    out = pd.DataFrame(
+        {c: df[c].fillna("").astype(str).str.strip().to_numpy(dtype=object) for c in wanted}
+    )
+    return out, name, folder
+
+
+def _latest_labels(df: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, int]:
+    """One row per key: the latest review (by ``reviewed_at`` when present, else the last
+    row), so a value reviewed twice counts once; also how many earlier rows were dropped."""
+    if "reviewed_at" in df.columns:
+        df = df.sort_values("reviewed_at", kind="stable")
+    dropped = df.duplicated(keys, keep="last").to_numpy()
+    return df[~dropped], int(dropped.sum())
+
+
+@dataclass(frozen=True)
+class ExtraImagesReport:
+    """What :meth:`Collection.with_extra_labels` did with each row of a labels table."""
+
+    source: str
+    added: int = 0  # new images, added to the train split
+    kept: int = 0  # already in the collection: its catalogued label and split win
+    unknown_class: int = 0  # a value that is not one of the collection's classes
+    missing_file: int = 0  # the image file was not found
+    unreadable: int = 0  # the file exists but does not decode
+    other_property: int = 0  # a row about another property than the label
+    no_value: int = 0  # an empty value (a rejection)
+    superseded: int = 0  # an earlier review of an image reviewed again later
+    unknown_classes: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        parts = [
+            f"{self.added} added to train",
+            f"{self.kept} kept catalogued",
+            f"{self.unknown_class} unknown class",
+            f"{self.missing_file} missing file",
+            f"{self.other_property} other property",
+        ]
+        for n, what in (
+            (self.unreadable, "unreadable"),
+            (self.no_value, "without a value"),
+            (self.superseded, "superseded by a later review"),
+        ):
+            if n:
+                parts.append(f"{n} {what}")
+        line = f"extra labels from {self.source}: " + ", ".join(parts)
+        if self.unknown_classes:
+            shown = ", ".join(repr(c) for c in self.unknown_classes[:5])
+            more = ", ..." if len(self.unknown_classes) > 5 else ""
+            line += (
+                f" (classes not in the collection, skipped: {shown}{more}; a new class cannot "
+                "be added to a trained head: add catalogued images of it to the collection)"
+            )
+        return line
 
 
 # --------------------------------------------------------------------------- collection
@@ -518,6 +618,100 @@ class Collection:
             self.label_column,
             list(self.skipped),
         )
+
+    def with_extra_labels(
+        self,
+        labels: pd.DataFrame | str | Path,
+        *,
+        source: str | None = None,
+        check_images: bool = True,
+        seed: int = 0,
+        fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    ) -> tuple[Collection, ExtraImagesReport]:
+        """Add reviewed images (a labels table from ``heritage kg reviews``, or its path) to
+        the train split; return the new collection and what was done with each row.
+
+        Rows about the label (``property`` equal to ``label_column`` or ``label``) count;
+        ``record`` is the image path as the predictions CSV wrote it. The catalogue wins: an
+        image already in the collection keeps its label and split, so a review can never move
+        a val/test image into training. A new image joins *train* only, so val/test stay the
+        catalogue's and scores stay comparable with a run without extra labels. Its value must
+        be one of the classes (a new class cannot be added to a trained head); relative paths
+        resolve against the labels file's folder first, then the collection root.
+
+        A collection without a split is first split (``seed``, ``fractions``, as
+        :meth:`with_split`) on the catalogued images alone, so the val/test images are the
+        ones a run without extra labels would draw.
+        """
+        df, name, folder = _labels_table(labels, source, CollectionError)
+        wanted = {self.label_column, "label"}
+        about = df["property"].isin(wanted).to_numpy()
+        has_value = (df["value"] != "").to_numpy()
+        other_property, no_value = int((~about).sum()), int((about & ~has_value).sum())
+        df = df[about & has_value].copy()
+
+        bases = [b for b in (folder, self.root) if b is not None]
+
+        def candidates(record: str) -> list[str]:
+            p = os.path.expanduser(record)
+            if os.path.isabs(p):
+                return [os.path.normpath(p)]
+            return list(dict.fromkeys(os.path.normpath(os.path.join(b, p)) for b in bases))
+
+        known = {os.path.normpath(str(p)) for p in self.records["path"]}
+        resolved = []
+        for record in df["record"]:
+            cands = candidates(record) if record else []
+            hit = next((c for c in cands if c in known), None)
+            hit = hit or next((c for c in cands if os.path.isfile(c)), None)
+            resolved.append(hit or (cands[0] if cands else ""))
+        df["path"] = resolved
+        df, superseded = _latest_labels(df, ["path"])
+
+        base = self if self.has_split else self.with_split(seed=seed, fractions=fractions)
+        counts = dict.fromkeys(("kept", "unknown_class", "missing_file", "unreadable"), 0)
+        classes = set(self.classes)
+        unknown: list[str] = []
+        new_paths: list[str] = []
+        new_labels: list[str] = []
+        for path, value in zip(df["path"], df["value"], strict=True):
+            if not path:
+                counts["missing_file"] += 1
+            elif path in known:
+                counts["kept"] += 1
+            elif value not in classes:
+                counts["unknown_class"] += 1
+                unknown.append(value)
+            elif not os.path.isfile(path):
+                counts["missing_file"] += 1
+            elif check_images and check_image(path) is not None:
+                counts["unreadable"] += 1
+            else:
+                new_paths.append(path)
+                new_labels.append(value)
+
+        report = ExtraImagesReport(
+            name,
+            added=len(new_paths),
+            kept=counts["kept"],
+            unknown_class=counts["unknown_class"],
+            missing_file=counts["missing_file"],
+            unreadable=counts["unreadable"],
+            other_property=other_property,
+            no_value=no_value,
+            superseded=superseded,
+            unknown_classes=tuple(dict.fromkeys(unknown)),
+        )
+        if not new_paths:
+            return base, report
+        added = pd.DataFrame(
+            {col: [""] * len(new_paths) for col in base.records.columns}, dtype=object
+        )
+        added["path"], added["label"], added["split"] = new_paths, new_labels, "train"
+        added["row"] = np.full(len(new_paths), -1, dtype=np.int64)
+        records = pd.concat([base.records, added], ignore_index=True)
+        records["row"] = records["row"].astype(np.int64)
+        return base._replace(records), report
 
     def with_split(
         self, *, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)

@@ -23,7 +23,8 @@ never overwrites (see :mod:`heritage.kg.export` for the graph's shape and an exa
 Modules: ``terms`` (namespaces, N-Triples terms), ``vocabulary`` (SKOS vocabularies,
 deterministic URIs), ``provenance`` (activity, model, agent), ``predictions`` (reading
 prediction tables), ``export`` (the graph), ``queries`` (curators' questions), ``store``
-(embedded Oxigraph), ``endpoint`` (SPARQL 1.1 servers), ``shapes`` (SHACL).
+(embedded Oxigraph), ``endpoint`` (SPARQL 1.1 servers), ``shapes`` (SHACL), ``reviews``
+(curators' decisions on predictions, as PROV in their own named graph).
 
 Vocabulary ``her:`` (https://w3id.org/heritage/ns#): ``her:Record`` (a catalogue record,
 or an image for an image classifier), ``her:Prediction`` (a predicted value: an
@@ -39,12 +40,14 @@ from heritage.kg.export import FORMATS, Catalogue, Export, ExportConfig, GraphBu
 from heritage.kg.predictions import detect_kind, normalise_predictions, read_predictions
 from heritage.kg.provenance import Activity, ModelEntity, file_sha256
 from heritage.kg.queries import GraphQueries, catalogued_else_predicted_query, facet_query
+from heritage.kg.reviews import DECISIONS, Review, read_reviews, review_graph
 from heritage.kg.shapes import SHAPES_TTL, ValidationResult, validate
 from heritage.kg.store import KnowledgeGraph, QueryError, read_query
 from heritage.kg.terms import HER, PREFIXES
 from heritage.kg.vocabulary import DEFAULT_BASE, Concept, UriScheme, Vocabulary
 
 __all__ = [
+    "DECISIONS",
     "DEFAULT_BASE",
     "FORMATS",
     "HER",
@@ -62,6 +65,7 @@ __all__ = [
     "ModelEntity",
     "PushReport",
     "QueryError",
+    "Review",
     "SparqlEndpoint",
     "UriScheme",
     "ValidationResult",
@@ -74,5 +78,7 @@ __all__ = [
     "normalise_predictions",
     "read_predictions",
     "read_query",
+    "read_reviews",
+    "review_graph",
     "validate",
 ]

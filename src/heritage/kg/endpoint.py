@@ -194,6 +194,15 @@ class SparqlEndpoint(GraphQueries):
 
     # ------------------------------------------------------------------ graphs
 
+    def add_lines(self, lines: list[str], graph: str) -> int:
+        """Add a few N-Triples lines to the named graph ``graph`` (Graph Store POST where the
+        server has one, else INSERT DATA of the escaped lines). Returns the triples sent."""
+        return self.push(list(lines), graph=graph).triples
+
+    def generation(self) -> str | None:
+        """A server keeps no generation marker: derived tables are rebuilt at each start."""
+        return None
+
     def clear(self, graph: str | None = None) -> None:
         """Empty a named graph (or the default graph)."""
         target = f"GRAPH <{check_iri(graph, 'graph')}>" if graph else "DEFAULT"

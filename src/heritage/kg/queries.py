@@ -21,13 +21,15 @@ import numpy as np
 import pandas as pd
 
 from heritage.kg.predictions import PREDICTION_COLUMNS
-from heritage.kg.terms import PREFIXES, XSD
+from heritage.kg.terms import PREFIXES, XSD, check_iri
 
 __all__ = [
     "GraphQueries",
     "catalogued_else_predicted_query",
     "facet_query",
     "python_value",
+    "record_predictions_query",
+    "record_values_query",
     "sparql_string",
 ]
 
@@ -143,7 +145,7 @@ SELECT ?concept ?label ?language WHERE {{
 """
 
 PREDICTIONS_QUERY = f"""{PREFIX_BLOCK}
-SELECT ?prediction ?record ?column ?value ?confidence ?modalities ?activity WHERE {{
+SELECT ?prediction ?r ?record ?column ?value ?confidence ?modalities ?activity WHERE {{
   ?prediction a her:Prediction ;
               rdf:subject ?r ;
               rdf:predicate ?property ;
@@ -161,6 +163,87 @@ SELECT ?prediction ?value ?confidence ?rank WHERE {{
   ?prediction a her:Prediction ; her:alternative ?alternative .
   ?alternative her:value ?value ; her:confidence ?confidence ; her:rank ?rank .
 }}
+"""
+
+
+# ---------------------------------------------------------------- the explorer's tables
+# (heritage.explore reads the whole graph once into a facet table and a text index, then
+# asks only the small per-record questions below while serving pages)
+
+EXPLORER_VALUES_QUERY = f"""{PREFIX_BLOCK}
+SELECT ?r ?record ?column ?value ?isIri ?language WHERE {{
+  ?r a her:Record ; dcterms:identifier ?record ; ?property ?value .
+  ?property a rdf:Property ; rdfs:label ?column .
+  BIND(isIRI(?value) AS ?isIri)
+  BIND(LANG(?value) AS ?language)
+}}
+"""
+
+EXPLORER_RECORDS_QUERY = f"""{PREFIX_BLOCK}
+SELECT ?r ?record ?title ?language WHERE {{
+  ?r a her:Record ; dcterms:identifier ?record .
+  OPTIONAL {{
+    {{ ?r dcterms:title ?title }} UNION {{ ?r rdfs:label ?title }} UNION {{ ?r schema:name ?title }}
+  }}
+  BIND(LANG(?title) AS ?language)
+}}
+"""
+
+HIERARCHY_QUERY = f"""{PREFIX_BLOCK}
+SELECT DISTINCT ?narrower ?broader WHERE {{
+  {{ ?narrower skos:broader ?broader }} UNION {{ ?broader skos:narrower ?narrower }}
+}}
+"""
+
+ACTIVITIES_QUERY = f"""{PREFIX_BLOCK}
+SELECT ?activity ?label ?started ?ended ?model ?modelLabel ?sha256 ?kind ?created
+       ?software ?version WHERE {{
+  ?activity a prov:Activity ; prov:used ?model .
+  ?model a her:Model .
+  OPTIONAL {{ ?activity rdfs:label ?label }}
+  OPTIONAL {{ ?activity prov:startedAtTime ?started }}
+  OPTIONAL {{ ?activity prov:endedAtTime ?ended }}
+  OPTIONAL {{ ?model rdfs:label ?modelLabel }}
+  OPTIONAL {{ ?model her:sha256 ?sha256 }}
+  OPTIONAL {{ ?model her:modelKind ?kind }}
+  OPTIONAL {{ ?model dcterms:created ?created }}
+  OPTIONAL {{ ?activity prov:wasAssociatedWith ?agent .
+             ?agent a prov:SoftwareAgent ; rdfs:label ?software .
+             OPTIONAL {{ ?agent schema:softwareVersion ?version }} }}
+}}
+"""
+
+
+def record_values_query(record_iri: str) -> str:
+    """One record's catalogued values (concepts and literals), by property label."""
+    return f"""{PREFIX_BLOCK}
+SELECT ?column ?value ?isIri ?language WHERE {{
+  <{check_iri(record_iri, "record")}> ?property ?value .
+  ?property a rdf:Property ; rdfs:label ?column .
+  BIND(isIRI(?value) AS ?isIri)
+  BIND(LANG(?value) AS ?language)
+}}
+"""
+
+
+def record_predictions_query(record_iri: str) -> str:
+    """One record's predictions with their modalities, run and runner-up values (one row per
+    alternative; none when a prediction has none)."""
+    return f"""{PREFIX_BLOCK}
+SELECT ?prediction ?column ?value ?confidence ?modalities ?activity ?alternative ?rank
+       ?altConfidence WHERE {{
+  ?prediction rdf:subject <{check_iri(record_iri, "record")}> ;
+              a her:Prediction ;
+              rdf:predicate ?property ;
+              rdf:object ?value ;
+              her:confidence ?confidence ;
+              prov:wasGeneratedBy ?activity .
+  ?property rdfs:label ?column .
+  OPTIONAL {{ ?prediction her:modalities ?modalities }}
+  OPTIONAL {{ ?prediction her:alternative ?alt .
+             ?alt her:value ?alternative ; her:rank ?rank ; her:confidence ?altConfidence }}
+}}
+ORDER BY ?column ?prediction ?rank
 """
 
 

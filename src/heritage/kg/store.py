@@ -21,7 +21,11 @@ from heritage.kg.export import Export, rdf_format
 from heritage.kg.queries import GraphQueries, python_value
 from heritage.kg.terms import check_iri
 
-__all__ = ["KnowledgeGraph", "QueryError", "read_query"]
+__all__ = ["GENERATION_FILE", "KnowledgeGraph", "QueryError", "read_query"]
+
+#: written into an on-disk store by every load: tools that keep tables derived from the graph
+#: (the explorer's facet table) rebuild them when it changes
+GENERATION_FILE = "heritage-generation"
 
 
 class QueryError(ValueError):
@@ -93,9 +97,16 @@ class KnowledgeGraph(GraphQueries):
     def __len__(self) -> int:
         return len(self._store)
 
+    def close(self) -> None:
+        """Flush and release the store (its lock, for an on-disk store opened to write);
+        the object cannot be queried afterwards."""
+        self.flush()
+        self.__dict__.pop("_store", None)
+
     def flush(self) -> None:
-        if self.path is not None:
-            with contextlib.suppress(OSError):  # read-only stores have nothing to flush
+        if self.path is not None and "_store" in self.__dict__:
+            # read-only stores have nothing to flush
+            with contextlib.suppress(OSError, RuntimeError):
                 self._store.flush()
 
     # ------------------------------------------------------------------ loading
@@ -139,7 +150,37 @@ class KnowledgeGraph(GraphQueries):
             self._store.optimize()
         if count is None:
             count = _count_triples(data, form, None if data is not None else Path(source))
+        self._new_generation()
         return count
+
+    def add_lines(self, lines: list[str], graph: str) -> int:
+        """Add a few N-Triples lines to the named graph ``graph`` in one transaction (a
+        curator's review: small, and visible to queries at once). Returns the triples
+        added. Unlike :meth:`load`, this does not mark a new generation: derived tables
+        stay valid, since only ``graph`` changed."""
+        import pyoxigraph as ox
+
+        target = ox.NamedNode(check_iri(graph, "graph"))
+        try:
+            triples = list(ox.parse("".join(lines).encode(), format=ox.RdfFormat.N_TRIPLES))
+        except SyntaxError as exc:
+            raise ValueError(f"could not parse the triples to add: {exc}") from exc
+        self._store.extend(ox.Quad(t.subject, t.predicate, t.object, target) for t in triples)
+        return len(triples)
+
+    def generation(self) -> str | None:
+        """What the last load wrote into :data:`GENERATION_FILE` (None: in memory, or a
+        store loaded before heritage kept one)."""
+        if self.path is None or not (self.path / GENERATION_FILE).is_file():
+            return None
+        return (self.path / GENERATION_FILE).read_text().strip() or None
+
+    def _new_generation(self) -> None:
+        if self.path is None:
+            return
+        import uuid
+
+        (self.path / GENERATION_FILE).write_text(uuid.uuid4().hex + "\n")
 
     def dump(self, path: str | Path, fmt: str | None = None) -> Path:
         """Every triple (all graphs merged) to a Turtle, N-Triples or JSON-LD file."""

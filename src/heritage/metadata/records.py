@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "RecordError", "RecordSpec", "RecordTable"]
+from heritage.collection import _labels_table, _latest_labels
+
+__all__ = ["SPLITS", "ExtraLabelsReport", "RecordError", "RecordSpec", "RecordTable"]
 
 SPLITS = ("train", "val", "test")
 _SPLIT_SYNONYMS = {"valid": "val", "validation": "val", "dev": "val"}
@@ -183,6 +185,33 @@ class RecordSpec:
         )
 
 
+@dataclass(frozen=True)
+class ExtraLabelsReport:
+    """What :meth:`RecordTable.with_extra_labels` did with each row of a labels table."""
+
+    source: str
+    filled: int = 0  # an empty cell now holds the reviewed value
+    kept_catalogued: int = 0  # the cell already had a value: the catalogue wins
+    unknown_record: int = 0  # no record with that id (or its split was ignored)
+    other_property: int = 0  # not one of the properties being learned
+    no_value: int = 0  # an empty value (a rejection)
+    superseded: int = 0  # an earlier review of a cell reviewed again later
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        parts = [
+            f"{self.filled} filled",
+            f"{self.kept_catalogued} kept catalogued",
+            f"{self.unknown_record} unknown record",
+            f"{self.other_property} other property",
+        ]
+        if self.no_value:
+            parts.append(f"{self.no_value} without a value")
+        if self.superseded:
+            parts.append(f"{self.superseded} superseded by a later review")
+        return f"extra labels from {self.source}: " + ", ".join(parts)
+
+
 @dataclass(eq=False)
 class RecordTable:
     """Validated records: ``frame`` holds every spec column as stripped strings, ``""`` for
@@ -323,6 +352,46 @@ class RecordTable:
             )
         root = image_root or spec.image_root or os.getcwd()
         return cls(frame, spec, source, rows, str(Path(root).expanduser().absolute()))
+
+    def with_extra_labels(
+        self, labels: pd.DataFrame | str | Path, *, source: str | None = None
+    ) -> tuple[RecordTable, ExtraLabelsReport]:
+        """Fill empty property cells from a labels table (``heritage kg reviews`` writes one:
+        ``record``, ``property``, ``value``, …), or its path; return the new table and what
+        was done with each row.
+
+        This closes the loop: values a curator accepted or corrected become training labels.
+        The catalogue wins: a cell that has a value is never overwritten, since a review of a
+        prediction should never silently change catalogued data. Rows whose record id is not
+        in the table, or whose property is not one being learned, are counted and ignored.
+        When a cell was reviewed more than once, the latest review (``reviewed_at``) counts.
+        """
+        df, name, _ = _labels_table(labels, source, RecordError)
+        about = df["property"].isin(self.spec.properties).to_numpy()
+        has_value = (df["value"] != "").to_numpy()
+        position = {v: i for i, v in enumerate(self.ids)}
+        known = df["record"].map(lambda r: r in position).to_numpy(dtype=bool)
+        df, superseded = _latest_labels(df[about & has_value & known], ["record", "property"])
+        frame = self.frame.copy()
+        filled = kept = 0
+        for record, prop, value in zip(df["record"], df["property"], df["value"], strict=True):
+            i = position[record]
+            if frame.at[i, prop] == "":
+                frame.at[i, prop] = value
+                filled += 1
+            else:
+                kept += 1
+        report = ExtraLabelsReport(
+            name,
+            filled=filled,
+            kept_catalogued=kept,
+            unknown_record=int((about & has_value & ~known).sum()),
+            other_property=int((~about).sum()),
+            no_value=int((about & ~has_value).sum()),
+            superseded=superseded,
+        )
+        table = RecordTable(frame, self.spec, self.source, self.rows.copy(), self.image_root)
+        return table, report
 
     # ----------------------------------------------------------------- views
 

@@ -1,0 +1,253 @@
+"""The explorer's web app: FastAPI routes that render :class:`~heritage.explore.Explorer`'s
+answers with Jinja2 templates (server-side HTML, inline SVG charts, a few lines of own
+JavaScript; nothing from a CDN).
+
+Security, in order of the requests that reach it:
+
+* every page state is in the URL (GET) and read-only;
+* every POST carries a CSRF token (a cookie set with the page, echoed in a hidden field:
+  another site can post a form but cannot read the cookie to echo it);
+* reviews also need the start token: ``/login?token=…`` (the URL printed at start) sets it
+  as an HttpOnly, SameSite=Strict cookie; ``--read-only`` disables reviews altogether;
+* images are served only from the ``--images`` roots (:class:`~heritage.explore.images.ImageRoots`)
+  and uploads are size-limited and checked before decoding.
+"""
+
+from __future__ import annotations
+
+import hmac
+import mimetypes
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from heritage.explore.charts import bars_svg, histogram_svg
+from heritage.explore.explorer import FACET_VALUES_SHOWN, Explorer, ExplorerError, SearchState
+from heritage.explore.i18n import LANGUAGES, translator
+from heritage.explore.images import MAX_UPLOAD_BYTES, UploadError, thumbnail
+
+__all__ = ["create_app"]
+
+HERE = Path(__file__).parent
+TOKEN_COOKIE = "heritage_token"
+CSRF_COOKIE = "heritage_csrf"
+
+
+def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
+    """The web app over ``explorer``. ``token``: what reviews must present (a random one
+    by default; the CLI prints the login URL with it)."""
+    app = FastAPI(title="heritage explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.explorer = explorer
+    app.state.token = token or secrets.token_urlsafe(24)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals.update(
+        lang_link=_lang_link, bars=_facet_bars, shown=FACET_VALUES_SHOWN, languages=LANGUAGES
+    )
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    def render(request: Request, name: str, language: str, status: int = 200, **context: Any):
+        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
+        response = templates.TemplateResponse(
+            request,
+            name,
+            {
+                "t": translator(language),
+                "lang": language,
+                "ex": explorer,
+                "csrf": csrf,
+                "signed_in": _signed_in(request, app.state.token),
+                **context,
+            },
+            status_code=status,
+        )
+        if request.cookies.get(CSRF_COOKIE) != csrf:
+            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
+        return response
+
+    def language_of(request: Request) -> str:
+        lang = request.query_params.get("lang", "en")
+        return lang if lang in LANGUAGES else "en"
+
+    def not_found(request: Request, message: str) -> HTMLResponse:
+        return render(request, "message.html", language_of(request), 404, message=message)
+
+    @app.get("/", response_class=HTMLResponse)
+    def search(request: Request):
+        state = SearchState.from_params(request.query_params)
+        state = SearchState(**{**state.__dict__, "language": language_of(request)})
+        page = explorer.search(state)
+        t = translator(state.language)
+        histogram = histogram_svg(
+            page.confidences, state.threshold, title=t("confidence_histogram")
+        )
+        return render(request, "search.html", state.language, page=page, histogram=histogram)
+
+    @app.get("/object", response_class=HTMLResponse)
+    def record(request: Request, id: str = ""):
+        lang = language_of(request)
+        try:
+            view = explorer.record(id, lang)
+        except ExplorerError as exc:
+            return not_found(request, str(exc))
+        return render(request, "object.html", lang, view=view)
+
+    @app.get("/similar", response_class=HTMLResponse)
+    def similar(request: Request, id: str = ""):
+        lang = language_of(request)
+        try:
+            hits = explorer.similar(id)
+        except ExplorerError as exc:
+            return not_found(request, str(exc))
+        return render(request, "similar.html", lang, hits=hits, query_id=id)
+
+    @app.post("/similar", response_class=HTMLResponse)
+    async def similar_upload(
+        request: Request, image: Annotated[UploadFile, File()], csrf: Annotated[str, Form()] = ""
+    ):
+        lang = language_of(request)
+        if not _csrf_ok(request, csrf):
+            return render(request, "message.html", lang, 403, message="CSRF check failed")
+        data = await image.read(MAX_UPLOAD_BYTES + 1)
+        try:
+            hits = explorer.similar_to_image(data)
+        except (UploadError, ExplorerError) as exc:
+            return render(request, "message.html", lang, 400, message=str(exc))
+        return render(request, "similar.html", lang, hits=hits, query_id=None)
+
+    @app.get("/login")
+    def login(request: Request, token: str = ""):
+        if not hmac.compare_digest(token.encode(), app.state.token.encode()):
+            return render(request, "message.html", "en", 403, message="wrong token")
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    @app.post("/review")
+    def review(
+        request: Request,
+        prediction: Annotated[str, Form()],
+        decision: Annotated[str, Form()],
+        value: Annotated[str, Form()] = "",
+        csrf: Annotated[str, Form()] = "",
+        back: Annotated[str, Form()] = "/",
+    ):
+        lang = language_of(request)
+        if not _csrf_ok(request, csrf):
+            return render(request, "message.html", lang, 403, message="CSRF check failed")
+        if not _signed_in(request, app.state.token):
+            return render(request, "message.html", lang, 403, message=translator(lang)("sign_in"))
+        try:
+            explorer.review(prediction, decision, value or None)
+        except ExplorerError as exc:
+            return render(request, "message.html", lang, 400, message=str(exc))
+        target = back if back.startswith("/") and not back.startswith("//") else "/"
+        return RedirectResponse(target, status_code=303)
+
+    @app.get("/queue", response_class=HTMLResponse)
+    def queue(request: Request, property: str = "", value: str = "", page: int = 1):
+        lang = language_of(request)
+        items, left = explorer.queue(property or None, value or None, max(page, 1), lang)
+        return render(
+            request, "queue.html", lang, items=items, left=left, prop=property, value=value,
+            page=max(page, 1),
+        )  # fmt: skip
+
+    @app.get("/sparql", response_class=HTMLResponse)
+    def sparql(request: Request, object: str = ""):
+        lang = language_of(request)
+        if object:
+            try:
+                query = explorer.record_sparql(object)
+            except ExplorerError as exc:
+                return not_found(request, str(exc))
+        else:
+            query = explorer.sparql(SearchState.from_params(request.query_params))
+        return render(request, "sparql.html", lang, query=query)
+
+    @app.get("/image/{root}/{path:path}")
+    def image(request: Request, root: str, path: str):
+        found = explorer.images.resolve(int(root), path) if root.isdigit() else None
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        return Response(found.read_bytes(), media_type=_media_type(found.suffix))
+
+    @app.get("/thumb/{root}/{path:path}")
+    def thumb(request: Request, root: str, path: str):
+        found = explorer.images.resolve(int(root), path) if root.isdigit() else None
+        if found is None:
+            return Response("not found", status_code=404, media_type="text/plain")
+        try:
+            data = thumbnail(found)
+        except OSError:
+            return Response("not an image", status_code=404, media_type="text/plain")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {
+            "records": explorer.table.n_records,
+            "predictions": len(explorer.table.pred_uri),
+            "startup_seconds": round(explorer.startup_seconds, 3),
+        }
+
+    return app
+
+
+def _lang_link(request: Request, code: str) -> str:
+    """This page's URL in another interface language."""
+    items = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+    if code != "en":
+        items.append(("lang", code))
+    return request.url.path + ("?" + urlencode(items) if items else "")
+
+
+def _facet_bars(facet: Any, shown: int) -> str:
+    rows = [(v.label, v.catalogued, v.predicted) for v in facet.values[:shown]]
+    return bars_svg(rows, title=f"{facet.property}: catalogued vs predicted")
+
+
+def _signed_in(request: Request, token: str) -> bool:
+    given = request.cookies.get(TOKEN_COOKIE, "")
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _csrf_ok(request: Request, submitted: str) -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    return bool(cookie) and hmac.compare_digest(cookie.encode(), submitted.encode())
+
+
+def _media_type(suffix: str) -> str:
+    return mimetypes.guess_type(f"x{suffix.lower()}")[0] or "application/octet-stream"
+
+
+def serve(
+    explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, token: str | None = None
+) -> None:
+    """Serve the explorer until Ctrl-C, printing the address and the reviewer's login URL."""
+    import uvicorn
+
+    from heritage.progress import console
+
+    app = create_app(explorer, token)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(
+            f"[yellow]warning[/]: listening on {host}: anyone who can reach this address can "
+            "browse the graph (reviews still need the token below)"
+        )
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    console.print(
+        f"explorer on {url}  ({explorer.table.n_records:,} records, "
+        f"{len(explorer.table.pred_uri):,} predictions; ready in {explorer.startup_seconds:.1f} s)"
+    )
+    if explorer.can_review:
+        console.print(
+            f"to review as {explorer.config.curator}, open {url}/login?token={app.state.token}"
+        )
+    console.print("Ctrl-C to stop")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -374,6 +374,30 @@ def similarity_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+def explorer_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
+    """Issue 19's targets for `heritage explore` under load (benchmarks/explorer.py)."""
+    ds = "synthetic-100k"
+    rows = []
+    for page in ("search_page", "facet_page", "object_page", "similar_page"):
+        p95 = cell.get((ds, page, "p95_ms"))
+        if p95 is None:
+            continue
+        p50 = cell.get((ds, page, "p50_ms"), float("nan"))
+        rows.append((ds, f"{page}: p95 ≤ 200 ms", f"{p95:.0f} ms (p50 {p50:.0f} ms)", p95 <= 200))
+        errors = cell.get((ds, page, "errors"))
+        if errors is not None:
+            n = cell.get((ds, page, "requests"))
+            of = f" of {n:,.0f} requests" if n is not None else ""
+            rows.append((ds, f"{page}: no errors", f"{errors:.0f}{of}", errors == 0))
+    seconds = cell.get((ds, "startup", "seconds"))
+    if seconds is not None:
+        rows.append(
+            (ds, "startup ≤ 10 s (tables built by `heritage kg load`)", f"{seconds:.1f} s",
+             seconds <= 10)
+        )  # fmt: skip
+    return rows
+
+
 #: Checks that compare several records: topic -> (heading, function of {(dataset, method,
 #: metric): mean} returning (dataset, statement, measured, holds) rows)
 DERIVED_TARGETS = {
@@ -381,6 +405,7 @@ DERIVED_TARGETS = {
     "analysis": ("Findings (does it hold?)", analysis_checks),
     "multimodal": ("Targets", multimodal_checks),
     "similarity": ("Targets", similarity_checks),
+    "explorer": ("Targets", explorer_checks),
 }
 
 

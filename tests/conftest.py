@@ -169,7 +169,9 @@ def make_explorer_store(root: Path) -> dict:
     kg.load(extra, fmt="nt")
     kg.flush()
     del kg
-    return {"store": store, "images": images, "ids": ids, "records": frame, "n": len(ids)}
+    gaps = set(frame.loc[frame["colour"] == "", "record"])  # predictions that fill a gap
+    return {"store": store, "images": images, "ids": ids, "records": frame, "n": len(ids),
+            "gaps": gaps}  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -1122,6 +1122,13 @@ def kg_load(
     fmt: Annotated[
         str | None, typer.Option("--format", help="ttl, nt or jsonld (default: extension).")
     ] = None,
+    explorer_tables: Annotated[
+        bool,
+        typer.Option(
+            help="Also build the tables `heritage explore` serves from (STORE.explorer), so "
+            "that it starts at once."
+        ),
+    ] = True,
 ) -> None:
     """Load RDF files into the embedded store (Oxigraph, on disk; created if absent)."""
     import time
@@ -1145,6 +1152,14 @@ def kg_load(
         f"{total:,} triples loaded into {store} in {seconds:.1f} s "
         f"({total / max(seconds, 1e-9):,.0f} triples/s); it holds {len(kg):,}"
     )
+    if explorer_tables:
+        from heritage.explore import build_tables, default_cache
+
+        start = time.perf_counter()
+        build_tables(kg, default_cache(store))
+        console.print(
+            f"explorer tables built in {time.perf_counter() - start:.1f} s ({default_cache(store)})"
+        )
 
 
 @kg_app.command("query")

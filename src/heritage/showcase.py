@@ -51,6 +51,7 @@ def publish_run(
 ) -> PublishedRun:
     """Publish the run at ``run_dir`` and, optionally, metadata predictions for the records
     CSV ``records``, into ``run_dir/kg-store``."""
+    from heritage.explore import build_tables, default_cache
     from heritage.kg import ExportConfig, GraphBuilder, KnowledgeGraph
     from heritage.progress import console
     from heritage.run import Run
@@ -59,7 +60,7 @@ def publish_run(
     run = Run.open(run_dir)
     folder = run_dir / "published"
     folder.mkdir(parents=True, exist_ok=True)
-    out = PublishedRun(run_dir / "kg-store", None, Path(run.collection.root))
+    out = PublishedRun(run_dir / "kg-store", None, Path(run.collection.root).resolve())
     builder = GraphBuilder(ExportConfig())
     console.print(f"publishing: the {recipe}'s predictions on the test images")
     out.predictions["classifier"] = _classifier_part(builder, run, recipe, folder)
@@ -73,6 +74,7 @@ def publish_run(
     export = builder.build()
     graph = KnowledgeGraph(out.store)
     out.triples = graph.load(export, graph=f"{builder.uris.base}graph/demo", replace=True)
+    build_tables(graph, default_cache(out.store))  # the explorer then starts at once
     graph.close()
     if index:
         from heritage.similarity import build_index
@@ -84,8 +86,9 @@ def publish_run(
 
 
 def _relative(path: str, root: Path) -> str:
+    """An image's id: its path inside the collection's folder (as the index names it)."""
     try:
-        return Path(path).relative_to(root).as_posix()
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         return str(path)
 

@@ -15,6 +15,20 @@ Modules: ``facets`` (the facet table read from the graph), ``fulltext`` (SQLite 
 
 from __future__ import annotations
 
-from heritage.explore.explorer import Explorer, ExplorerConfig, ExplorerError, SearchState
+from heritage.explore.explorer import (
+    Explorer,
+    ExplorerConfig,
+    ExplorerError,
+    SearchState,
+    build_tables,
+    default_cache,
+)
 
-__all__ = ["Explorer", "ExplorerConfig", "ExplorerError", "SearchState"]
+__all__ = [
+    "Explorer",
+    "ExplorerConfig",
+    "ExplorerError",
+    "SearchState",
+    "build_tables",
+    "default_cache",
+]

@@ -31,6 +31,7 @@ from heritage.explore.fulltext import FullTextIndex
 from heritage.explore.images import ImageRoots
 from heritage.kg.queries import (
     PREFIX_BLOCK,
+    alternatives_query,
     record_predictions_query,
     record_values_query,
     sparql_string,
@@ -38,7 +39,15 @@ from heritage.kg.queries import (
 from heritage.kg.reviews import DECISIONS, Review, review_graph, review_lines, reviews_query
 from heritage.kg.vocabulary import DEFAULT_BASE, UriScheme
 
-__all__ = ["Explorer", "ExplorerConfig", "ExplorerError", "SearchState"]
+__all__ = [
+    "Explorer",
+    "ExplorerConfig",
+    "ExplorerError",
+    "SearchState",
+    "build_tables",
+    "cached_tables",
+    "default_cache",
+]
 
 Sort = Literal["id", "confidence", "-confidence"]
 SORTS: tuple[str, ...] = get_args(Sort)
@@ -274,31 +283,21 @@ class Explorer:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, config: ExplorerConfig) -> Explorer:
-        """Open the graph and read (or reuse the cached) facet table and text index."""
+        """Open the graph and reuse its cached facet table and text index (``heritage kg
+        load`` builds them), or read them from the graph."""
         start = time.perf_counter()
         graph = _open_graph(config)
         cache = config.cache
         if cache is None and config.store is not None:
-            cache = Path(str(Path(config.store)) + ".explorer")
-        generation = graph.generation()
-        table = text = None
-        if cache is not None and generation is not None:
-            key = cache / "generation"
-            if key.is_file() and key.read_text().strip() == generation:
-                table = FacetTable.load(cache)
-                if table is not None and (cache / "text.sqlite").is_file():
-                    text = FullTextIndex(cache / "text.sqlite")
-        if table is None or text is None:
-            frames = GraphFrames.read(graph)
-            table = FacetTable.from_frames(frames)
+            cache = default_cache(config.store)
+        tables = cached_tables(cache, graph.generation())
+        if tables is None:
             if cache is None:
                 import tempfile
 
                 cache = Path(tempfile.mkdtemp(prefix="heritage-explorer-"))
-            table.save(cache)
-            text = FullTextIndex.build(cache / "text.sqlite", frames.text_rows(table))
-            (cache / "generation").write_text((generation or "") + "\n")
-        return cls(config, graph, table, text, time.perf_counter() - start)
+            tables = build_tables(graph, cache)
+        return cls(config, graph, *tables, time.perf_counter() - start)
 
     def _load_reviews(self) -> None:
         frame = self.graph.select(reviews_query(self.review_graph), typed=False)
@@ -477,28 +476,32 @@ class Explorer:
             else:
                 literals.append((column, str(value)))
         predictions: dict[str, dict[str, PredictionView]] = {}
-        for row in preds.to_dict("records"):
-            by_uri = predictions.setdefault(row["column"], {})
-            view = by_uri.get(row["prediction"])
-            if view is None:
-                k = table.prediction_index(row["prediction"])
-                act = table.pred_activity[k] if k is not None else -1
-                view = PredictionView(
-                    row["prediction"],
-                    row["column"],
-                    row["value"],
-                    table.label(row["value"], language),
-                    float(row["confidence"]),
-                    [],
-                    _text(row.get("modalities")),
-                    table.activities[act] if act >= 0 else {},
-                    list(self._reviews.get(row["prediction"], ())),
-                )
-                by_uri[row["prediction"]] = view
-            if row.get("alternative"):
-                view.alternatives.append(
-                    (table.label(row["alternative"], language), float(row["altConfidence"]))
-                )
+        views: dict[str, PredictionView] = {}
+        for row in preds.drop_duplicates("prediction").to_dict("records"):
+            k = table.prediction_index(row["prediction"])
+            act = table.pred_activity[k] if k is not None else -1
+            view = PredictionView(
+                row["prediction"],
+                row["column"],
+                row["value"],
+                table.label(row["value"], language),
+                float(row["confidence"]),
+                [],
+                _text(row.get("modalities")),
+                table.activities[act] if act >= 0 else {},
+                list(self._reviews.get(row["prediction"], ())),
+            )
+            predictions.setdefault(row["column"], {})[row["prediction"]] = view
+            views[row["prediction"]] = view
+        if views:
+            alternatives = self.graph.select(alternatives_query(list(views)), typed=False)
+            for p, value, conf in zip(
+                alternatives["prediction"],
+                alternatives["alternative"],
+                alternatives["altConfidence"],
+                strict=True,
+            ):
+                views[p].alternatives.append((table.label(value, language), float(conf)))
         fields = [
             FieldView(
                 prop,
@@ -691,11 +694,12 @@ class Explorer:
         page: int = 1,
         language: str = "en",
     ) -> tuple[list[QueueItem], int]:
-        """Predictions nobody has reviewed, least confident first (optionally of one
-        property, or one value of it); returns one page and the number left."""
+        """Predictions nobody has reviewed that fill a gap in the catalogue (where the museum
+        has a value, it wins anyway), least confident first, optionally of one property or
+        one value of it; returns one page and the number left."""
         table = self.table
         order = self._queue_order
-        keep = ~self._reviewed[order]
+        keep = ~self._reviewed[order] & table.pred_gap[order]
         if prop:
             pvs = table.values_of(prop)
             if concept:
@@ -719,6 +723,38 @@ class Explorer:
                 )
             )
         return items, len(rows)
+
+
+def default_cache(store: str | Path) -> Path:
+    """Where the explorer keeps the tables of the store ``store``: ``STORE.explorer``."""
+    path = Path(store).absolute()
+    return path.with_name(path.name + ".explorer")
+
+
+def cached_tables(
+    cache: Path | None, generation: str | None
+) -> tuple[FacetTable, FullTextIndex] | None:
+    """The tables cached in ``cache`` if they were built for the store's ``generation``."""
+    if cache is None or generation is None:
+        return None
+    key = cache / "generation"
+    if not key.is_file() or key.read_text().strip() != generation:
+        return None
+    table = FacetTable.load(cache)
+    if table is None or not (cache / "text.sqlite").is_file():
+        return None
+    return table, FullTextIndex(cache / "text.sqlite")
+
+
+def build_tables(graph: Any, cache: Path) -> tuple[FacetTable, FullTextIndex]:
+    """Read the facet table and the text index from ``graph`` into ``cache``, marked with the
+    graph's generation (``heritage kg load`` calls this, so the explorer starts at once)."""
+    frames = GraphFrames.read(graph)
+    table = FacetTable.from_frames(frames)
+    table.save(cache)
+    text = FullTextIndex.build(cache / "text.sqlite", frames.text_rows(table))
+    (cache / "generation").write_text((graph.generation() or "") + "\n")
+    return table, text
 
 
 def _open_graph(config: ExplorerConfig) -> Any:

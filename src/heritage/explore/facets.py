@@ -27,11 +27,11 @@ import pandas as pd
 
 from heritage.kg.queries import (
     ACTIVITIES_QUERY,
+    EXPLORER_PREDICTIONS_QUERY,
     EXPLORER_RECORDS_QUERY,
     EXPLORER_VALUES_QUERY,
     HIERARCHY_QUERY,
     LABELS_QUERY,
-    PREDICTIONS_QUERY,
 )
 
 __all__ = ["SOURCES", "FacetTable", "Source"]
@@ -40,7 +40,7 @@ Source = Literal["both", "catalogued", "predicted"]
 SOURCES: tuple[str, ...] = get_args(Source)
 CATALOGUED, PREDICTED = 0, 1
 EXCERPT = 240  # characters of a record's text kept for the results grid
-_FORMAT = 1  # bump when the cached layout changes
+_FORMAT = 2  # bump when the cached layout changes
 
 
 @dataclass
@@ -63,7 +63,7 @@ class GraphFrames:
         queries = {
             "records": (EXPLORER_RECORDS_QUERY, False),
             "values": (EXPLORER_VALUES_QUERY, False),
-            "predictions": (PREDICTIONS_QUERY, True),
+            "predictions": (EXPLORER_PREDICTIONS_QUERY, True),
             "labels": (LABELS_QUERY, False),
             "hierarchy": (HIERARCHY_QUERY, False),
             "activities": (ACTIVITIES_QUERY, False),
@@ -78,15 +78,25 @@ class GraphFrames:
 
     def text_rows(self, table: FacetTable) -> Iterator[tuple[int, str, str]]:
         """(record number, language, text) for the full-text index: every literal with
-        letters in it, the titles and the identifiers."""
+        letters in it, the titles, the identifiers and the labels (in every language) of the
+        record's catalogued concepts; predicted values are not text the record holds."""
         for rec, record_id in enumerate(table.record_ids):
             yield rec, "", record_id
-        for frame, column in ((self.values, "value"), (self.records, "title")):
-            for r, text, lang in zip(frame["r"], frame[column], frame["language"], strict=True):
+        is_iri = self.values["isIri"].astype(str).isin(["true", "1", "True"]).to_numpy()
+        for frame, column, concept in (
+            (self.values, "value", is_iri),
+            (self.records, "title", np.zeros(len(self.records), bool)),
+        ):
+            for r, text, lang, is_concept in zip(
+                frame["r"], frame[column], frame["language"], concept, strict=True
+            ):
                 rec = table.record_index_of_uri(r)
-                if rec is not None and isinstance(text, str) and any(c.isalpha() for c in text):
-                    if frame is self.values and text.startswith(("http://", "https://")):
-                        continue  # a concept URI: its label is what people search for
+                if rec is None or not isinstance(text, str):
+                    continue
+                if is_concept:
+                    for label_lang, label in table.labels.get(text, {}).items():
+                        yield rec, label_lang, label
+                elif any(c.isalpha() for c in text):
                     yield rec, lang or "", text
 
 
@@ -99,7 +109,8 @@ class FacetTable:
     (0 catalogued, 1 predicted), ``fact_conf`` (1.0 for catalogued facts); rows sorted by
     property value so that one value's facts are the slice ``pv_start[k]:pv_start[k+1]``.
     Predictions (one per prediction node): ``pred_uri``, ``pred_rec``, ``pred_pv``,
-    ``pred_conf``, ``pred_activity``.
+    ``pred_conf``, ``pred_activity``, ``pred_gap`` (True where the record has no catalogued
+    value of the property: the suggestion fills a gap rather than second-guesses the museum).
     """
 
     record_ids: list[str]
@@ -119,6 +130,7 @@ class FacetTable:
     pred_pv: np.ndarray
     pred_conf: np.ndarray
     pred_activity: np.ndarray
+    pred_gap: np.ndarray
     activities: list[dict[str, Any]]
     pv_start: np.ndarray = field(init=False)
     _rec_index: dict[str, int] = field(init=False, repr=False)
@@ -270,6 +282,7 @@ class FacetTable:
                 "conf": pd.to_numeric(preds["confidence"]).astype(float).to_numpy(),
             }
         )
+        catalogued = set(zip(facts["rec"], facts["prop"], strict=True))
         facts = pd.concat([facts, pred_frame], ignore_index=True)
         facts = _with_ancestors(facts, broader)
         facts = facts.groupby(["rec", "prop", "concept", "src"], as_index=False)["conf"].max()
@@ -303,12 +316,19 @@ class FacetTable:
             ),
             pred_conf=pred_frame["conf"].to_numpy(np.float32),
             pred_activity=np.array([act_of.get(a, -1) for a in preds["activity"]], np.int32),
+            pred_gap=np.array(
+                [
+                    (r, p) not in catalogued
+                    for r, p in zip(pred_frame["rec"], pred_frame["prop"], strict=True)
+                ],
+                bool,
+            ),
             activities=activity_rows,
         )
 
     # ------------------------------------------------------------------ cache files
     _ARRAYS = ("fact_rec", "fact_pv", "fact_src", "fact_conf", "pred_rec", "pred_pv",
-               "pred_conf", "pred_activity")  # fmt: skip
+               "pred_conf", "pred_activity", "pred_gap")  # fmt: skip
     _LISTS = ("record_ids", "record_uris", "titles", "excerpts", "properties", "labels",
               "broader", "pred_uri", "activities")  # fmt: skip
 

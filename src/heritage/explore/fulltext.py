@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import numpy as np
 __all__ = ["FullTextIndex", "fts_query"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+PREFIX_MIN = 3  # the last word is matched as a prefix from this many characters on
+CACHED_QUERIES = 256
 
 
 def fts_query(text: str) -> str | None:
@@ -30,7 +33,8 @@ def fts_query(text: str) -> str | None:
     if not words:
         return None
     quoted = ['"' + w.replace('"', '""') + '"' for w in words[:32]]
-    quoted[-1] += "*"
+    if len(words[-1]) >= PREFIX_MIN:  # "a*" matches half the vocabulary, and means nothing
+        quoted[-1] += "*"
     return " ".join(quoted)
 
 
@@ -43,6 +47,8 @@ class FullTextIndex:
         if not self.path.is_file():
             raise FileNotFoundError(f"no text index at {self.path}")
         self._local = threading.local()
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def build(cls, path: str | Path, texts: Iterable[tuple[int, str, str]]) -> FullTextIndex:
@@ -79,17 +85,26 @@ class FullTextIndex:
 
     def search(self, text: str, n_records: int) -> np.ndarray:
         """A mask over ``n_records`` records: those whose texts hold every word of ``text``
-        (all records when it has no words)."""
-        mask = np.zeros(n_records, bool)
+        (all records when it has no words). The last few hundred answers are kept: moving
+        the threshold or choosing a facet asks the same words again."""
         query = fts_query(text)
         if query is None:
-            mask[:] = True
-            return mask
+            return np.ones(n_records, bool)
+        key = (query, n_records)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key].copy()
         rows = self._connection().execute(
             "SELECT DISTINCT owner.rec FROM texts JOIN owner ON owner.row = texts.rowid "
             "WHERE texts MATCH ?",
             (query,),
         )
-        found = np.fromiter((r for (r,) in rows), dtype=np.int64)
+        found = np.array(rows.fetchall(), dtype=np.int64).reshape(-1)
+        mask = np.zeros(n_records, bool)
         mask[found[found < n_records]] = True
-        return mask
+        with self._cache_lock:
+            self._cache[key] = mask
+            while len(self._cache) > CACHED_QUERIES:
+                self._cache.popitem(last=False)
+        return mask.copy()

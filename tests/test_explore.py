@@ -551,3 +551,119 @@ def test_the_same_pages_over_a_sparql_server(explorer_graph: dict, tmp_path: Pat
         remote.review(remote.table.pred_uri[0], "corrected", "blue")
         table = read_reviews(server.endpoint())
         assert list(table["value"]) == ["blue"]
+
+
+# ------------------------------------------------------------------ reviewer findings
+
+
+def _amber_prediction(ex: Explorer) -> str:
+    """A prediction whose value is amber: a concept labelled in English and in Spanish."""
+    k = ex.table.values.index(("colour", COLOUR + "amber"))
+    return next(u for u, pv in zip(ex.table.pred_uri, ex.table.pred_pv, strict=True) if pv == k)
+
+
+def test_reviews_export_the_catalogues_spelling(explorer_copy: dict) -> None:
+    """An accepted amber exports "amber" (the catalogue's untagged label), not the Spanish
+    "ámbar"; a correction typed "Blue " joins the class blue, not a new one."""
+    from heritage.metadata import RecordSpec, RecordTable
+
+    ex = open_explorer(explorer_copy)
+    amber = _amber_prediction(ex)
+    ex.review(amber, "accepted")
+    other = next(u for u in ex.table.pred_uri if u != amber)
+    ex.review(other, "corrected", "Blue ")
+    table = read_reviews(ex.graph)
+    assert "ámbar" not in set(table["value"])
+    assert table.loc[table["prediction"] == amber, "value"].item() == "amber"
+    out = explorer_copy["store"].parent / "reviewed.csv"
+    table.to_csv(out, index=False)
+    records = explorer_copy["records"]
+    spec = RecordSpec.infer(records.columns, ["colour"], id_column="record")
+    after, _ = RecordTable.from_frame(records, spec, source="records").with_extra_labels(out)
+    assert set(after.frame["colour"]) - {""} == {"amber", "blue", "green"}  # no "Blue "
+
+
+def test_reloaded_reviews_show_no_nan(explorer_copy: dict) -> None:
+    ex = open_explorer(explorer_copy)
+    ex.review(ex.table.pred_uri[0], "accepted")  # no corrected value
+    ex.close()
+    again = open_explorer(explorer_copy)
+    (review,) = again.reviews_of(again.table.pred_uri[0])
+    assert all(v is None or v == v for v in review.values())  # no NaN
+    record = again.table.record_ids[again.table.pred_rec[0]]
+    html = client_for(again).get("/object", params={"id": record}).text
+    assert "nan" not in re.sub(r"<[^>]+>", " ", html).split()
+
+
+def test_a_filtered_property_still_offers_its_other_values(explorer_graph: dict) -> None:
+    """Values of one property are alternatives (OR), so choosing amber must leave blue and
+    green on offer with the counts they would add, not zero."""
+    ex = open_explorer(explorer_graph, read_only=True)
+    records = explorer_graph["records"]
+    page = ex.search(SearchState(filters=(("colour", COLOUR + "amber"),), source="catalogued"))
+    facet = next(f for f in page.facets if f.property == "colour")
+    counts = {v.label: v.catalogued for v in facet.values}
+    for colour in ("blue", "green"):
+        assert counts[colour] == (records["colour"] == colour).sum() > 0
+    # another property's counts are narrowed by the colour filter
+    museum = next(f for f in page.facets if f.property == "museum")
+    assert sum(v.catalogued for v in museum.values) == page.total
+
+
+def test_interface_language_follows_the_datas_tags(explorer_graph: dict) -> None:
+    ex = open_explorer(explorer_graph, read_only=True)
+    client = client_for(ex)
+    html = client.get("/", params={"lang": "es"}).text
+    assert "ámbar" in html  # the concept's Spanish label
+    english = client.get("/", params={"lang": "en"}).text
+    assert "ámbar" not in english and "amber" in english
+    # a language of the data without interface strings: its labels, English strings
+    assert "es" in ex.table.languages and "en" in ex.table.languages
+
+
+def test_filter_values_may_hold_the_separator(explorer_graph: dict) -> None:
+    from starlette.datastructures import QueryParams
+
+    state = SearchState.from_params(QueryParams("f=note|a|b&f=broken&f=|x"))
+    assert state.filters == (("note|a", "b"),)
+
+
+def test_bad_confidences_and_odd_image_names_do_not_break_pages(
+    explorer_copy: dict, tmp_path: Path
+) -> None:
+    """A graph written by another tool: a confidence that is not a number, an alternative
+    without one; an image file whose name needs escaping in a URL."""
+    kg = KnowledgeGraph(explorer_copy["store"])
+    prediction = kg.select(
+        "PREFIX her: <https://w3id.org/heritage/ns#> "
+        "SELECT ?p WHERE { ?p a her:Prediction } ORDER BY ?p LIMIT 1"
+    )["p"][0]
+    extra = tmp_path / "odd.nt"
+    extra.write_text(
+        f'<{prediction}> <https://w3id.org/heritage/ns#confidence> "high" .\n'
+        f"<{prediction}> <https://w3id.org/heritage/ns#alternative> <{BASE}alt/odd> .\n"
+        f"<{BASE}alt/odd> <https://w3id.org/heritage/ns#value> <{COLOUR}blue> .\n"
+        f'<{BASE}alt/odd> <https://w3id.org/heritage/ns#confidence> "n/a" .\n'
+        f'<{BASE}alt/odd> <https://w3id.org/heritage/ns#rank> "9" .\n'
+    )
+    kg.load(extra, fmt="nt")
+    kg.flush()
+    del kg
+    ex = open_explorer(explorer_copy)
+    record = ex.table.record_ids[ex.table.pred_rec[ex.table.prediction_index(prediction)]]
+    reply = client_for(ex).get("/object", params={"id": record})
+    assert reply.status_code == 200, reply.text
+    assert "n/a" not in reply.text
+    # image names with a space, '#' and '?': the templates' urlencode makes a URL the
+    # image route reads back
+    from jinja2 import Environment
+
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(root / "odd name #1?.png")
+    url = Environment().from_string("/thumb/0/{{ p|urlencode }}").render(p="odd name #1?.png")
+    assert " " not in url and "#" not in url and "?" not in url
+    ex.close()
+    odd = Explorer.open(ExplorerConfig(store=explorer_copy["store"], images=(root,)))
+    thumb = client_for(odd).get(url)
+    assert thumb.status_code == 200 and thumb.headers["content-type"].startswith("image/")

@@ -100,12 +100,20 @@ def make_predictions(records: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+MODEL_BYTES = {"predictor.json": b"{}", "predictor.safetensors": b"not really a model"}
+# a folder's weight files are hashed as the hash of their names and hashes
+MODEL_SHA = hashlib.sha256(
+    "".join(f"{n}\0{hashlib.sha256(b).hexdigest()}\n" for n, b in MODEL_BYTES.items()).encode()
+).hexdigest()
+
+
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     """A metadata model folder (the weights' bytes only need a hash)."""
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "predictor.joblib").write_bytes(b"not really a model")
+    for name, data in MODEL_BYTES.items():
+        (folder / name).write_bytes(data)
     spec = {
         "id_column": "object",
         "properties": ["place", "technique"],
@@ -160,10 +168,12 @@ def test_local_copies_of_metadata_names_match() -> None:
 
     assert kp.PREDICTION_COLUMNS == predictor.PREDICTION_COLUMNS
     assert kp.STATUSES == predictor.STATUSES
-    assert (provenance.MODEL_FILE, provenance.CARD_FILE) == (
-        predictor.MODEL_FILE,
+    assert (provenance.MODEL_FILES, provenance.CARD_FILE) == (
+        predictor.MODEL_FILES,
         predictor.CARD_FILE,
     )
+    assert provenance.LEGACY_MODEL_FILE == predictor.LEGACY_MODEL_FILE
+    assert tuple(MODEL_BYTES) == predictor.MODEL_FILES
 
 
 # ---------------------------------------------------------------------------------- export
@@ -217,7 +227,7 @@ def test_export_shape(export: Export, records: pd.DataFrame) -> None:
     assert counts[f"{HER}Record"] == len(records)
     assert counts["http://www.w3.org/ns/prov#Activity"] == 1
     assert counts["http://www.w3.org/ns/prov#SoftwareAgent"] == 1
-    sha = hashlib.sha256(b"not really a model").hexdigest()
+    sha = MODEL_SHA
     ask = kg.query(
         f"""PREFIX prov: <http://www.w3.org/ns/prov#> PREFIX her: <{HER}>
         ASK {{ ?p prov:wasGeneratedBy ?a . ?a prov:used ?m ; prov:startedAtTime ?t0 ;
@@ -597,7 +607,8 @@ def test_queries_report_syntax_errors(export: Export) -> None:
 def test_model_entity(tmp_path: Path, model_dir: Path) -> None:
     entity = ModelEntity.from_path(model_dir)
     assert entity.kind == "metadata"
-    assert entity.sha256 == hashlib.sha256(b"not really a model").hexdigest()
+    assert entity.sha256 == MODEL_SHA
+    assert entity.files == tuple(str(model_dir / name) for name in MODEL_BYTES)
     assert entity.created == "2024-05-01T09:00:00Z"
     weights = tmp_path / "soup.safetensors"
     weights.write_bytes(b"weights")

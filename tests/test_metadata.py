@@ -495,7 +495,8 @@ def test_cli_fit_predict_round_trip(tmp_path: Path) -> None:
     )
     assert fit.exit_code == 0, fit.output
     assert "technique: stacker" in fit.output
-    assert (tmp_path / "model" / "predictor.joblib").is_file()
+    assert (tmp_path / "model" / "predictor.json").is_file()
+    assert (tmp_path / "model" / "predictor.safetensors").is_file()
     new = df.drop(columns=["split", "place"]).head(10)
     new.to_csv(tmp_path / "new.csv", index=False)
     out = tmp_path / "predictions.csv"

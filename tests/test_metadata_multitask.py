@@ -254,7 +254,7 @@ def test_killed_fine_tune_resumes_and_a_finished_one_is_reused(
     with pytest.raises(KeyboardInterrupt):
         MultiTaskImageModel(config).fit(train, targets)
     (saved,) = (tmp_path / "fine-tunes").glob("*.pt")
-    assert torch.load(saved, weights_only=False)["epoch"] == 2
+    assert torch.load(saved, weights_only=True)["epoch"] == 2
 
     monkeypatch.setattr(multitask, "_score", score)
     resumed = MultiTaskImageModel(config).fit(train, targets)
@@ -265,7 +265,7 @@ def test_killed_fine_tune_resumes_and_a_finished_one_is_reused(
     assert resumed.report_["ingredients"] == straight.report_["ingredients"]
     for name, tensor in straight.state_.items():
         torch.testing.assert_close(resumed.state_[name], tensor, atol=1e-5, rtol=1e-4)
-    assert "soup" in torch.load(saved, weights_only=False)  # finished: the result only
+    assert "soup" in torch.load(saved, weights_only=True)  # finished: the result only
 
     def no_training(*args):
         raise AssertionError("a finished fine-tune was trained again")

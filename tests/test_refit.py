@@ -119,12 +119,18 @@ def test_refit_cooks_batchnorm_as_the_first_soup_did(run_copy: Path, tmp_path: P
     assert load_card(refit_path).provenance["bn_recalibrated"] is True
 
 
-def test_training_without_val_needs_kept_epochs(
+def test_training_without_val_carves_it_unless_epochs_are_kept(
     image_folder: Path, tiny_config, tmp_path: Path
 ) -> None:
+    """Train + test only: a plain run carves its validation share out of train (issue 21);
+    a refit, which names the epochs it keeps, trains on all of train without one."""
     merged = Collection.from_folder(image_folder).with_split(seed=0).move_split("val", "train")
-    with pytest.raises(ValueError, match="keep_epochs"):
-        Trainer(tiny_config()).fit(merged, tmp_path / "run")
+    Trainer(tiny_config(epochs=1)).fit(merged, tmp_path / "run")
+    carved = Run.open(tmp_path / "run").collection
+    assert len(carved.split("val")) > 0
+    assert carved.split("test").paths() == merged.split("test").paths()
+    Trainer(tiny_config(epochs=1, keep_epochs=[1])).fit(merged, tmp_path / "refit")
+    assert len(Run.open(tmp_path / "refit").collection.split("val")) == 0
     with pytest.raises(ValueError, match=r"outside 1\.\.epochs=2"):
         TrainConfig(epochs=2, keep_epochs=[3])
     with pytest.raises(ValueError, match="list of epoch numbers"):

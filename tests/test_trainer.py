@@ -100,7 +100,7 @@ def test_resume_continues_after_last_epoch(
     assert _epochs(run_dir) == [0, 1, 2]
     assert (run_dir / "split.csv").read_text() == split_before
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["epochs"] == 2
-    assert torch.load(run_dir / "state.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(run_dir / "state.pt", weights_only=True)["epoch"] == 2
     _pool_files_match(run_dir)
     # a finished run: fitting again trains nothing
     third = Trainer(tiny_config(epochs=2)).fit(collection, run_dir)
@@ -427,9 +427,11 @@ def test_resume_refuses_changed_options(
 def test_resume_keeps_the_saved_split(
     image_folder: Path, tiny_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Resuming trains on the split saved with the run, even when the collection handed in
-    now carries a different one (which the old code would have used)."""
+    """Resuming trains on the split saved with the run; a collection handed in with a
+    different split is refused (it is another run) before any image is read, and the saved
+    split stays as it was."""
     from heritage.data import ImageCache
+    from heritage.training.runfolder import RunMismatch
 
     collection = Collection.from_folder(image_folder)
     run_dir = tmp_path / "run"
@@ -449,6 +451,9 @@ def test_resume_keeps_the_saved_split(
         return real_load(self, paths, *args, **kwargs)
 
     monkeypatch.setattr(ImageCache, "load", recording_load)
-    Trainer(tiny_config(epochs=2, seed=0)).fit(other, run_dir)
+    with pytest.raises(RunMismatch, match="split"):
+        Trainer(tiny_config(epochs=2, seed=0)).fit(other, run_dir)
+    assert loaded == [] and pd.read_csv(run_dir / "split.csv").equals(saved)
+    Trainer(tiny_config(epochs=2, seed=0)).fit(collection, run_dir)
     assert set(loaded) == fit_on  # train + val images of the saved split, no test image
     assert pd.read_csv(run_dir / "split.csv").equals(saved)

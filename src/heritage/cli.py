@@ -56,6 +56,14 @@ IgnoreSplit = Annotated[
 MinPerClass = Annotated[
     int | None, typer.Option(help="Fewest usable images a class may have (default: 2).")
 ]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        help="Start afresh: delete the run already in --out (checkpoints, soups, reports) "
+        "instead of resuming it. Without it, a rerun resumes only the same collection, split "
+        "and options, and refuses otherwise."
+    ),
+]
 
 
 def _config_help() -> str:
@@ -218,6 +226,15 @@ def train(
         typer.Option(help="Checkpoints kept per criterion (val loss, top-1, macro-F1)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (split, init, order).")] = None,
+    val_fraction: Annotated[
+        float | None,
+        typer.Option(
+            help="Share held out for validation: of each class's train images when the split "
+            "column has train and test but no val (a stratified, seeded share, saved in the "
+            "run's split.csv); of the whole collection when it has no split (default: 0.2)."
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
     device: Device = None,
     precision: Annotated[
         str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16.")
@@ -237,72 +254,88 @@ def train(
 ) -> None:
     """Fine-tune a pretrained backbone and keep a pool of checkpoints for soups.
 
-    Rerunning the same command on the same --out resumes after the last finished epoch.
+    Rerunning the same command on the same --out resumes after the last finished epoch
+    (--overwrite starts afresh). One process at a time writes a run folder.
     """
     from heritage.collection import CollectionError
+    from heritage.locking import FolderLocked, folder_lock
     from heritage.training.trainer import Trainer, load_config
 
-    try:
-        cfg = load_config(
-            config,
-            {
-                "backbone": backbone,
-                "weights": weights,
-                "image_size": image_size,
-                "resize_mode": resize_mode,
-                "augment": {"preset": augment} if augment else None,
-                "mix": _given(method=mix, alpha=mix_alpha, beta=beta, inter=inter),
-                "loss": _given(name=loss, gamma=gamma, alpha=focal_alpha),
-                "entropy": _given(weight=entropy, per_class=entropy_per_class, layer=entropy_layer),
-                "sampler": sampler,
-                "balance_power": balance_power,
-                "label_smoothing": label_smoothing,
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "restart_epochs": restart_epochs,
-                "freeze_stages": freeze_stages,
-                "keep_top_k": keep_top_k,
-                "seed": seed,
-                "device": device,
-                "precision": precision,
-                "workers": workers,
-            },
-        )
-        collection = _collection_spec(
-            source,
-            config,
-            image_column=image_column,
-            label_column=label_column,
-            split_column=split_column,
-            ignore_splits=ignore_split,
-            min_images_per_class=min_per_class,
-        ).load()
-        if extra_labels is not None:
-            val, test = cfg.val_fraction, cfg.test_fraction  # the split the trainer would draw
-            collection, report = collection.with_extra_labels(
-                extra_labels, seed=cfg.seed, fractions=(1 - val - test, val, test)
+    try:  # first, so that a second writer stops before loading anything
+        lock = folder_lock(out, "heritage train")
+    except FolderLocked as exc:
+        _fail(exc)
+    with lock:
+        try:
+            cfg = load_config(
+                config,
+                {
+                    "backbone": backbone,
+                    "weights": weights,
+                    "image_size": image_size,
+                    "resize_mode": resize_mode,
+                    "augment": {"preset": augment} if augment else None,
+                    "mix": _given(method=mix, alpha=mix_alpha, beta=beta, inter=inter),
+                    "loss": _given(name=loss, gamma=gamma, alpha=focal_alpha),
+                    "entropy": _given(
+                        weight=entropy, per_class=entropy_per_class, layer=entropy_layer
+                    ),
+                    "sampler": sampler,
+                    "balance_power": balance_power,
+                    "label_smoothing": label_smoothing,
+                    "epochs": epochs,
+                    "batch_size": batch_size,
+                    "lr": lr,
+                    "weight_decay": weight_decay,
+                    "restart_epochs": restart_epochs,
+                    "freeze_stages": freeze_stages,
+                    "keep_top_k": keep_top_k,
+                    "seed": seed,
+                    "val_fraction": val_fraction,
+                    "device": device,
+                    "precision": precision,
+                    "workers": workers,
+                },
             )
-            console.print(report.summary(), markup=False)
-    except (CollectionError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
-    console.print(collection.summary().to_string())
-    try:
-        result = Trainer(cfg).fit(collection, out)
-    except KeyboardInterrupt:
+            collection = _collection_spec(
+                source,
+                config,
+                image_column=image_column,
+                label_column=label_column,
+                split_column=split_column,
+                ignore_splits=ignore_split,
+                min_images_per_class=min_per_class,
+            ).load()
+            if extra_labels is not None:
+                val, test = cfg.val_fraction, cfg.test_fraction  # the split the trainer would draw
+                collection, report = collection.with_extra_labels(
+                    extra_labels, seed=cfg.seed, fractions=(1 - val - test, val, test)
+                )
+                console.print(report.summary(), markup=False)
+        except (CollectionError, ValueError, FileNotFoundError) as exc:
+            _fail(exc)
+        console.print(collection.summary().to_string())
+        try:
+            result = Trainer(cfg).fit(collection, out, overwrite=overwrite)
+        except KeyboardInterrupt:
+            console.print(
+                f"\n[yellow]interrupted[/]: the pool and the last finished epoch are saved;"
+                f" rerun the same command to resume {out}"
+            )
+            raise typer.Exit(code=130) from None
+        except (
+            CollectionError,
+            ValueError,
+            FileNotFoundError,
+            FileExistsError,
+            FolderLocked,
+        ) as exc:
+            _fail(exc)
         console.print(
-            f"\n[yellow]interrupted[/]: the pool and the last finished epoch are saved;"
-            f" rerun the same command to resume {out}"
+            f"[green]done[/]: {len(result.pool.entries)} checkpoints in {out}/pool, "
+            f"{result.train_images_per_second:.1f} training images/s. "
+            f"Next: heritage soup {out}"
         )
-        raise typer.Exit(code=130) from None
-    except (CollectionError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(exc)
-    console.print(
-        f"[green]done[/]: {len(result.pool.entries)} checkpoints in {out}/pool, "
-        f"{result.train_images_per_second:.1f} training images/s. "
-        f"Next: heritage soup {out}"
-    )
 
 
 @app.command()
@@ -328,11 +361,12 @@ def soup(
     ] = None,
 ) -> None:
     """Cook uniform and greedy soups from a run's checkpoint pool (saved under RUN/soups)."""
+    from heritage.locking import FolderLocked
     from heritage.run import Run, RunError
 
     try:
         Run.open(run).cook_soups(metric, bn_recalibration, tuple(recipe))
-    except (RunError, ValueError) as exc:
+    except (RunError, ValueError, FolderLocked) as exc:
         _fail(exc)
     console.print(f"Next: heritage evaluate {run}")
 
@@ -351,11 +385,12 @@ def refit(
     """Train again on train + val with RUN's options and cook the soup from the epochs RUN's
     soup kept: every labelled image is used once validation has made its choices. The refit
     has no validation split; judge it on test with `heritage evaluate OUT`. Rerun to resume."""
+    from heritage.locking import FolderLocked
     from heritage.run import Run, RunError
 
     try:
         path = Run.open(run).refit(out, recipe)
-    except (RunError, ValueError, FileNotFoundError) as exc:
+    except (RunError, ValueError, FileNotFoundError, FolderLocked) as exc:
         _fail(exc)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
@@ -391,6 +426,7 @@ def evaluate_cmd(
     metrics.json, report.md and PNGs."""
     from heritage.collection import CollectionError
     from heritage.evaluation import evaluate, write_report
+    from heritage.locking import FolderLocked, folder_lock
     from heritage.model import ImageClassifier, model_stem
     from heritage.run import Run, RunError
 
@@ -429,9 +465,17 @@ def evaluate_cmd(
         ev = evaluate(y, clf.predict_proba(part.paths()), clf.classes_)
         stem = model_stem(target)
         folder = out or stem.parent / f"eval_{stem.name}"
-        write_report(ev, folder, title=f"{target.name} on {data}", extra={"split": split})
+        with folder_lock(folder, "evaluating"):
+            write_report(ev, folder, title=f"{target.name} on {data}", extra={"split": split})
         console.print(f"{ev.summary()}\nreport in {folder}")
-    except (RunError, CollectionError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (
+        RunError,
+        CollectionError,
+        ValueError,
+        FileNotFoundError,
+        RuntimeError,
+        FolderLocked,
+    ) as exc:
         _fail(exc)
 
 
@@ -524,49 +568,50 @@ def demo(
         bool, typer.Option(help="End by serving the explorer on the graph (Ctrl-C stops it).")
     ] = True,
     port: Annotated[int, typer.Option(help="The explorer's port.")] = 8765,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train, cook soups, evaluate, analyse, publish a knowledge graph of the predictions and
-    open it in the explorer (the README's main job); rerun to resume."""
+    open it in the explorer (the README's main job); rerun to resume (--overwrite: afresh)."""
     from heritage.analysis import analyze as analyze_run
     from heritage.collection import CollectionError
+    from heritage.locking import FolderLocked, folder_lock
     from heritage.run import Run, RunError
     from heritage.training.trainer import Trainer, load_config
 
     try:
-        cfg = load_config(config, {"epochs": epochs})
-        collection = _collection_spec(
-            source,
-            config,
-            image_column=image_column,
-            label_column=label_column,
-            split_column=split_column,
-            ignore_splits=ignore_split,
-        ).load()
-        console.print(collection.summary().to_string())
-        Trainer(cfg).fit(collection, out)
-        run = Run.open(out)
-        run.cook_soups()
-        run.evaluate("test")
-        analysis = analyze_run(out, "test")
-    except (CollectionError, RunError, ValueError, FileNotFoundError) as exc:
+        # one writer for the whole pipeline, taken first (each step takes it again); released
+        # before the explorer serves, so the run can be read or scored meanwhile
+        with folder_lock(out, "heritage demo"):
+            cfg = load_config(config, {"epochs": epochs})
+            collection = _collection_spec(
+                source,
+                config,
+                image_column=image_column,
+                label_column=label_column,
+                split_column=split_column,
+                ignore_splits=ignore_split,
+            ).load()
+            console.print(collection.summary().to_string())
+            Trainer(cfg).fit(collection, out, overwrite=overwrite)
+            run = Run.open(out)
+            run.cook_soups()
+            run.evaluate("test")
+            analysis = analyze_run(out, "test")
+            console.print((out / "eval" / "test" / "comparison.md").read_text(), markup=False)
+            for sentence in analysis.summary:
+                console.print(sentence, markup=False)
+            console.print(f"report (open in a browser): {analysis.report}")
+            published = _publish(out, source, records)
+    except (CollectionError, RunError, ValueError, FileNotFoundError, FolderLocked) as exc:
         _fail(exc)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
         raise typer.Exit(code=130) from None
-    console.print((out / "eval" / "test" / "comparison.md").read_text(), markup=False)
-    for sentence in analysis.summary:
-        console.print(sentence, markup=False)
-    console.print(f"report (open in a browser): {analysis.report}")
-    _publish_and_explore(out, source, records, serve, port)
+    _explore(published, serve, port)
 
 
-def _publish_and_explore(
-    out: Path, source: str, records: Path | None, serve: bool, port: int
-) -> None:
-    """The demo's last step: its predictions as a knowledge graph, served in the explorer."""
-    import getpass
-
-    from heritage.explore import Explorer, ExplorerConfig
+def _publish(out: Path, source: str, records: Path | None):
+    """The demo's last step but one: its predictions as a knowledge graph."""
     from heritage.run import RunError
     from heritage.showcase import publish_run
 
@@ -584,6 +629,15 @@ def _publish_and_explore(
         + ", ".join(str(p) for p in published.predictions.values())
         + ")"
     )
+    return published
+
+
+def _explore(published, serve: bool, port: int) -> None:
+    """The demo's last step: the published graph served in the explorer."""
+    import getpass
+
+    from heritage.explore import Explorer, ExplorerConfig
+
     command = (
         f"heritage explore --store {published.store} --index {published.index} "
         f"--images {published.images}"
@@ -633,6 +687,7 @@ def analyze(
     from heritage.analysis import analyze as analyze_run
     from heritage.analysis import analyze_runs
     from heritage.collection import CollectionError
+    from heritage.locking import FolderLocked
     from heritage.run import RunError
 
     try:
@@ -646,7 +701,7 @@ def analyze(
             seeds = analyze_runs(runs, split, out, device=device)
             console.print(f"reports: {', '.join(str(r.report) for r in seeds.runs)}")
             console.print(f"across runs: {seeds.report}")
-    except (RunError, CollectionError, ValueError, FileNotFoundError) as exc:
+    except (RunError, CollectionError, ValueError, FileNotFoundError, FolderLocked) as exc:
         _fail(exc)
 
 
@@ -789,9 +844,11 @@ def metadata_fit(
     ] = None,
 ) -> None:
     """Fit every modality, the out-of-fold stacker and the calibration; save the predictor
-    (predictor.joblib) and its card (card.json)."""
+    (predictor.json + predictor.safetensors: data only, safe to share) and its card
+    (card.json)."""
     import pandas as pd
 
+    from heritage.locking import FolderLocked, folder_lock
     from heritage.metadata import (
         FusionConfig,
         MetadataPredictor,
@@ -825,9 +882,12 @@ def metadata_fit(
                 else name
                 for name in (chosen or default_modalities(table))
             ]
-        predictor = MetadataPredictor(chosen, fusion, top_k=top_k, cache_dir=cache_dir).fit(table)
-        predictor.save(out)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+        # the folder is locked from the start: the image fine-tunes write into it too
+        with folder_lock(out, "heritage metadata fit"):
+            predictor = MetadataPredictor(chosen, fusion, top_k=top_k, cache_dir=cache_dir)
+            predictor.fit(table)
+            predictor.save(out)
+    except (ValueError, FileNotFoundError, ImportError, FolderLocked) as exc:
         _fail(exc)
     for line in predictor.summary():
         console.print(line, markup=False)
@@ -1160,6 +1220,7 @@ def kg_load(
         console.print(
             f"explorer tables built in {time.perf_counter() - start:.1f} s ({default_cache(store)})"
         )
+    kg.close()  # and its lock: the next writer may open the store
 
 
 @kg_app.command("query")
@@ -1614,6 +1675,7 @@ def similarity_fit(
 ) -> None:
     """Learn embeddings from triplets: a global model (every image group mixed), one model per
     context, and their majority-vote and reliability-weighted ensembles."""
+    from heritage.locking import FolderLocked, folder_lock
     from heritage.similarity import (
         EmbeddingConfig,
         HeadConfig,
@@ -1636,11 +1698,12 @@ def similarity_fit(
             head=HeadConfig(dim=dim, epochs=epochs, loss=loss),  # type: ignore[arg-type]
         )
         embedding = EmbeddingConfig(**_given(backbone=backbone, device=device) or {})
-        features = _item_features(table, table.ids, table.groups, embedding, cache_dir)
-        model = SimilarityModel(config, embedding).fit(judged, features)
-        model.save(out)
+        with folder_lock(out, "heritage similarity fit"):  # before the work, not at its end
+            features = _item_features(table, table.ids, table.groups, embedding, cache_dir)
+            model = SimilarityModel(config, embedding).fit(judged, features)
+            model.save(out)
         scores = model.validation()
-    except (TripletError, ValueError, FileNotFoundError) as exc:
+    except (TripletError, ValueError, FileNotFoundError, FolderLocked) as exc:
         _fail(exc)
     _agreement_table(scores, f"validation agreement ({len(model.val_)} held-out triplets)")
     console.print(
@@ -1681,6 +1744,7 @@ def index_build(
 ) -> None:
     """Embed a collection's images into a FAISS index; rerun after adding images and only
     the new ones are embedded."""
+    from heritage.locking import FolderLocked
     from heritage.similarity import EmbeddingConfig, build_index
 
     try:
@@ -1695,7 +1759,7 @@ def index_build(
             id_column=id_column,
             cache_dir=cache_dir,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FolderLocked) as exc:
         _fail(exc)
     from rich.markup import escape
 

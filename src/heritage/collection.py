@@ -234,6 +234,13 @@ def _latest_labels(df: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, int
     return df[~dropped], int(dropped.sum())
 
 
+def _known_spelling(values: Iterable[str], known: Iterable[str]) -> list[str]:
+    """Each value in the spelling of a known class when they differ only in case or spacing
+    ("Damask " → "damask"), so a curator's typing does not create a new class."""
+    spelled = {" ".join(k.split()).casefold(): k for k in known}
+    return [spelled.get(" ".join(v.split()).casefold(), v) for v in values]
+
+
 @dataclass(frozen=True)
 class ExtraImagesReport:
     """What :meth:`Collection.with_extra_labels` did with each row of a labels table."""
@@ -671,6 +678,7 @@ class Collection:
         base = self if self.has_split else self.with_split(seed=seed, fractions=fractions)
         counts = dict.fromkeys(("kept", "unknown_class", "missing_file", "unreadable"), 0)
         classes = set(self.classes)
+        df["value"] = _known_spelling(df["value"], classes)
         unknown: list[str] = []
         new_paths: list[str] = []
         new_labels: list[str] = []
@@ -738,6 +746,39 @@ class Collection:
             assignment = _per_class_split(labels, fr, seed)
         records = self.records.copy()
         records["split"] = assignment
+        return self._replace(records)
+
+    def with_val_from_train(
+        self, fraction: float = 0.2, *, seed: int = 0, min_train: int = 2
+    ) -> Collection:
+        """Move a stratified, seeded share of the train split into val; test untouched.
+
+        For collections published with train and test only. Each class gives
+        ``round(fraction × its train images)`` of them, at least one, and keeps at least
+        ``min_train`` for training: a class with fewer than ``min_train + 1`` train images
+        gives none (it then has no validation score; :meth:`summary` shows which). Classes
+        are shuffled in a fixed order with one generator, so one seed always moves the same
+        images.
+        """
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not 0 < fraction < 1
+        ):
+            raise CollectionError(f"fraction={fraction!r}: need a share of train in (0, 1).")
+        key = self._split_key("train")
+        rng = np.random.default_rng(seed)
+        in_train = (self.records["split"] == key).to_numpy()
+        labels = self.records["label"].to_numpy(dtype=object)
+        records = self.records.copy()
+        split = records["split"].to_numpy(dtype=object).copy()
+        for label in self.classes:
+            members = rng.permutation(np.flatnonzero(in_train & (labels == label)))
+            n = len(members)
+            n_val = min(max(1, round(fraction * n)), n - min_train)
+            if n_val > 0:
+                split[members[:n_val]] = "val"
+        records["split"] = split
         return self._replace(records)
 
     def split(self, name: str) -> Collection:

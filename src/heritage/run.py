@@ -8,8 +8,10 @@ work from the folder alone, in a fresh process, also after an interrupted run. S
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader
 from heritage.collection import Collection
 from heritage.data import ImageCache, ImageDataset, eval_transform
 from heritage.evaluation import Evaluation, evaluate, write_report
+from heritage.locking import folder_lock
 from heritage.model import ImageClassifier, ModelCard, load_card, model_paths, predict_proba
 from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
@@ -34,6 +37,21 @@ METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
 
 class RunError(RuntimeError):
     """A run folder lacks something a step needs; the message says which command makes it."""
+
+
+def _writes_run(what: str) -> Callable:
+    """A :class:`Run` method that writes into the run folder holds its lock meanwhile (a
+    second writer gets :class:`~heritage.locking.FolderLocked` at once)."""
+
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def locked(self: Run, *args, **kwargs):
+            with folder_lock(self.folder, what):
+                return method(self, *args, **kwargs)
+
+        return locked
+
+    return decorate
 
 
 @dataclass
@@ -116,6 +134,7 @@ class Run:
             return self.pool.folder / self.pool.best("val_macro_f1").name
         return self.folder / "soups" / method
 
+    @_writes_run("cooking soups")
     def cook_soups(
         self,
         metric: str = "macro_f1",
@@ -182,6 +201,10 @@ class Run:
         epochs = sorted(found)
         if len(self.collection.split("val")) == 0:
             raise RunError(f"{self.folder} has no validation split (is it a refit already?)")
+        with folder_lock(out, "refitting"):  # held through training and the soup
+            return self._refit_into(out, recipe, summary, epochs)
+
+    def _refit_into(self, out: Path, recipe: str, summary: dict, epochs: list[int]) -> Path:
         started = out / "config.yaml"
         if started.is_file():
             before = yaml.safe_load(started.read_text()).get("keep_epochs")
@@ -213,6 +236,7 @@ class Run:
         )
         return path
 
+    @_writes_run("evaluating")
     def evaluate(
         self,
         split: str = "test",

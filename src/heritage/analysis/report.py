@@ -24,8 +24,9 @@ training sets) and decomposes each method's error across them.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +53,7 @@ from heritage.evaluation import (
     plot_confusion,
     plot_reliability,
 )
+from heritage.locking import folder_lock
 from heritage.model import load_card, model_paths
 from heritage.progress import console
 from heritage.training.pool import epoch_of
@@ -278,6 +280,26 @@ def _find_models(
 # ------------------------------------------------------------------------------- one run
 
 
+def _locks_run(run_of: Callable[..., str | Path | None]) -> Callable:
+    """An analysis writes into its run folder (``analysis/``): it holds the folder's lock
+    meanwhile, so that it never reads a pool that a training or soup is changing. A folder
+    that does not exist is left to the analysis to report (and not created)."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            folder = run_of(*args, **kwargs)
+            if folder is None or not Path(folder).is_dir():
+                return fn(*args, **kwargs)
+            with folder_lock(folder, "analysing"):
+                return fn(*args, **kwargs)
+
+        return locked
+
+    return decorate
+
+
+@_locks_run(lambda run_dir, *args, **kwargs: run_dir)
 def analyze(
     run_dir: str | Path,
     split: str = "test",
@@ -581,6 +603,7 @@ def _run_html(result: AnalysisResult, figures: dict[str, Path]) -> str:
 # ------------------------------------------------------------------------------- seeds
 
 
+@_locks_run(lambda run_dirs, *args, **kwargs: run_dirs[0] if len(run_dirs) else None)
 def analyze_runs(
     run_dirs: Sequence[str | Path],
     split: str = "test",

@@ -15,20 +15,7 @@ Modules: ``facets`` (the facet table read from the graph), ``fulltext`` (SQLite 
 
 from __future__ import annotations
 
-from heritage.explore.explorer import (
-    Explorer,
-    ExplorerConfig,
-    ExplorerError,
-    SearchState,
-    build_tables,
-    default_cache,
-)
+from heritage.explore import explorer as _explorer
+from heritage.explore.explorer import *  # noqa: F403 - the package's front door
 
-__all__ = [
-    "Explorer",
-    "ExplorerConfig",
-    "ExplorerError",
-    "SearchState",
-    "build_tables",
-    "default_cache",
-]
+__all__ = list(_explorer.__all__)

@@ -46,8 +46,13 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
     app.state.explorer = explorer
     app.state.token = token or secrets.token_urlsafe(24)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    # interface languages first, then the data's other language tags: a page in one of those
+    # shows labels and texts in it, with English interface strings
+    languages = LANGUAGES + tuple(
+        code for code in explorer.table.languages if code not in LANGUAGES
+    )
     templates.env.globals.update(
-        lang_link=_lang_link, bars=_facet_bars, shown=FACET_VALUES_SHOWN, languages=LANGUAGES
+        lang_link=_lang_link, bars=_facet_bars, shown=FACET_VALUES_SHOWN, languages=languages
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
@@ -72,7 +77,7 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
 
     def language_of(request: Request) -> str:
         lang = request.query_params.get("lang", "en")
-        return lang if lang in LANGUAGES else "en"
+        return lang if lang in languages else "en"
 
     def not_found(request: Request, message: str) -> HTMLResponse:
         return render(request, "message.html", language_of(request), 404, message=message)

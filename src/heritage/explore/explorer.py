@@ -114,7 +114,7 @@ class SearchState:
         malformed values fall back to the defaults instead of failing the page."""
         filters = []
         for item in params.getlist("f"):
-            prop, sep, concept = str(item).partition("|")
+            prop, sep, concept = str(item).rpartition("|")  # a label may hold "|"; an IRI not
             if sep and prop and concept:
                 filters.append((prop, concept))
         try:
@@ -304,7 +304,8 @@ class Explorer:
         # one row per review (a concept labelled in several languages repeats it)
         frame = frame.drop_duplicates("review")
         for row in frame.sort_values(["time", "review"]).to_dict("records"):
-            self._remember(row)
+            # a review without a corrected value reads back as NaN: make it None
+            self._remember({key: _text(value) or None for key, value in row.items()})
 
     def _remember(self, row: dict[str, Any]) -> None:
         self._reviews.setdefault(row["prediction"], []).append(row)
@@ -342,25 +343,57 @@ class Explorer:
     # ------------------------------------------------------------------ search
     def matching(self, state: SearchState) -> np.ndarray:
         """The mask of records the state's text and filters keep."""
+        mask, by_property = self._masks(state)
+        for kept in by_property.values():
+            mask = mask & kept
+        return mask
+
+    def _masks(self, state: SearchState) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The text search's mask, and per filtered property the mask of records that have
+        one of its chosen values (values of one property are alternatives)."""
         table = self.table
         mask = self.text.search(state.text, table.n_records) if state.text.strip() else None
         if mask is None:
             mask = np.ones(table.n_records, bool)
         valid = table.valid_facts(state.threshold, state.source)
-        by_property: dict[str, set[str]] = {}
+        concepts: dict[str, set[str]] = {}
         for prop, concept in state.filters:
-            by_property.setdefault(prop, set()).update(table.narrower_closure(concept))
-        for prop, concepts in by_property.items():
-            pvs = [k for c in concepts if (k := table.value_index(prop, c)) is not None]
-            mask &= table.records_with(pvs, valid)
-        return mask
+            concepts.setdefault(prop, set()).update(table.narrower_closure(concept))
+        by_property = {}
+        for prop, chosen in concepts.items():
+            pvs = [k for c in chosen if (k := table.value_index(prop, c)) is not None]
+            by_property[prop] = table.records_with(pvs, valid)
+        return mask, by_property
+
+    def _facet_counts(
+        self, state: SearchState, text: np.ndarray, by_property: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Counts per property value under every filter except its own property's, so the
+        other values of a filtered property stay on offer as alternatives (OR)."""
+        table = self.table
+        full = text.copy()
+        for kept in by_property.values():
+            full &= kept
+        cat, pred = table.counts(full, state.threshold)
+        for prop in by_property:
+            others = text.copy()
+            for other, kept in by_property.items():
+                if other != prop:
+                    others &= kept
+            own_cat, own_pred = table.counts(others, state.threshold)
+            values = table.values_of(prop)
+            cat[values], pred[values] = own_cat[values], own_pred[values]
+        return cat, pred
 
     def search(self, state: SearchState) -> SearchPage:
         """One page of results, the facets with their counts, and the confidences of the
         results' predictions (for the histogram)."""
         start = time.perf_counter()
         table = self.table
-        mask = self.matching(state)
+        text, by_property = self._masks(state)
+        mask = text.copy()
+        for kept in by_property.values():
+            mask &= kept
         ids = np.flatnonzero(mask)
         if state.sort != "id":
             conf = table.rec_min_conf[ids]
@@ -371,8 +404,7 @@ class Explorer:
         page = min(state.page, pages)
         chosen = ids[(page - 1) * size : page * size]
         cards = [self._card(int(r), state.language) for r in chosen]
-        cat, pred = table.counts(mask, state.threshold)
-        facets = self._facets(state, cat, pred)
+        facets = self._facets(state, *self._facet_counts(state, text, by_property))
         in_results = mask[table.pred_rec]
         return SearchPage(
             replace(state, page=page),
@@ -485,7 +517,7 @@ class Explorer:
                 row["column"],
                 row["value"],
                 table.label(row["value"], language),
-                float(row["confidence"]),
+                _number(row["confidence"]),
                 [],
                 _text(row.get("modalities")),
                 table.activities[act] if act >= 0 else {},
@@ -501,12 +533,16 @@ class Explorer:
                 alternatives["altConfidence"],
                 strict=True,
             ):
-                views[p].alternatives.append((table.label(value, language), float(conf)))
+                if math.isfinite(confidence := _number(conf)):
+                    views[p].alternatives.append((table.label(value, language), confidence))
         fields = [
             FieldView(
                 prop,
                 sorted(catalogued.get(prop, [])),
-                sorted(predictions.get(prop, {}).values(), key=lambda p: -p.confidence),
+                sorted(
+                    predictions.get(prop, {}).values(),
+                    key=lambda p: -p.confidence if math.isfinite(p.confidence) else 1.0,
+                ),
             )
             for prop in sorted(set(catalogued) | set(predictions))
         ]
@@ -799,3 +835,12 @@ def _is_iri(value: str) -> bool:
 
 def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
+def _number(value: object) -> float:
+    """A confidence read from the graph; NaN when it is missing or not a number (a graph
+    written by another tool), so that one bad literal does not take the page down."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -148,7 +149,7 @@ class FacetTable:
         self._pv_index = {v: i for i, v in enumerate(self.values)}
         self._pred_index = {u: i for i, u in enumerate(self.pred_uri)}
         conf = np.full(len(self.record_ids), np.inf, np.float32)
-        np.minimum.at(conf, self.pred_rec, self.pred_conf)
+        np.fmin.at(conf, self.pred_rec, self.pred_conf)  # fmin: a NaN confidence is skipped
         self.rec_min_conf = np.where(np.isinf(conf), np.nan, conf).astype(np.float32)
 
     # ------------------------------------------------------------------ lookups
@@ -181,6 +182,14 @@ class FacetTable:
 
     def title(self, rec: int, language: str | None = None) -> str:
         return _pick(self.titles[rec], language) or _pick(self.excerpts[rec], language)
+
+    @cached_property
+    def languages(self) -> tuple[str, ...]:
+        """The language tags of the graph's labels, titles and texts (the data languages a
+        page can be shown in)."""
+        tags = {lang for labels in self.labels.values() for lang in labels}
+        tags.update(lang for texts in (*self.titles, *self.excerpts) for lang in texts)
+        return tuple(sorted(tags - {""}))
 
     def values_of(self, prop: str) -> list[int]:
         return [k for k, (p, _) in enumerate(self.values) if p == prop]
@@ -279,7 +288,9 @@ class FacetTable:
                 "prop": preds["column"].astype(str).to_numpy(),
                 "concept": preds["value"].astype(str).to_numpy(),
                 "src": PREDICTED,
-                "conf": pd.to_numeric(preds["confidence"]).astype(float).to_numpy(),
+                "conf": pd.to_numeric(preds["confidence"], errors="coerce")
+                .astype(float)
+                .to_numpy(),
             }
         )
         catalogued = set(zip(facts["rec"], facts["prop"], strict=True))

@@ -27,9 +27,12 @@ from heritage.kg.vocabulary import UriScheme
 __all__ = ["Activity", "ModelEntity", "file_sha256", "provenance_lines"]
 
 _CHUNK = 1 << 20
-# file names of a metadata model folder (heritage.metadata.predictor; a test keeps them in step)
-MODEL_FILE = "predictor.joblib"
+# file names of a metadata model folder (heritage.metadata.predictor; a test keeps them in step):
+# the files that hold the fitted model, and its card
+MODEL_FILES = ("predictor.json", "predictor.safetensors")
 CARD_FILE = "card.json"
+# what heritage before the safe format saved (a pickle): only hashed here, never opened
+LEGACY_MODEL_FILE = "predictor.joblib"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -54,19 +57,23 @@ class ModelEntity:
 
     @classmethod
     def from_path(cls, path: str | Path) -> ModelEntity:
-        """A metadata model folder (``predictor.joblib`` + ``card.json``), an image model
-        file (``NAME``, ``NAME.safetensors`` or ``NAME.json``), or any other file (hashed
-        as is). Several weight files are hashed as the hash of their names and hashes."""
+        """A metadata model folder (``predictor.json`` + ``predictor.safetensors`` +
+        ``card.json``; an older heritage's ``predictor.joblib`` is hashed too, never opened),
+        an image model file (``NAME``, ``NAME.safetensors`` or ``NAME.json``), or any other
+        file (hashed as is). Several weight files are hashed as the hash of their names and
+        hashes."""
         path = Path(path)
         card: dict[str, Any] = {}
         if path.is_dir():
-            weights = path / MODEL_FILE
-            if not weights.is_file():
+            files = [path / f for f in MODEL_FILES]
+            if not all(f.is_file() for f in files):
+                files = [path / LEGACY_MODEL_FILE]
+            if not files[0].is_file():
                 raise FileNotFoundError(
-                    f"{path} holds no {MODEL_FILE}; pass a folder written by `heritage metadata "
-                    "fit` or an image model file (NAME.safetensors)"
+                    f"{path} holds no {' + '.join(MODEL_FILES)}; pass a folder written by "
+                    "`heritage metadata fit` or an image model file (NAME.safetensors)"
                 )
-            files, kind, name = [weights], "metadata", path.name
+            kind, name = "metadata", path.name
             card = _read_json(path / CARD_FILE)
         else:
             stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path

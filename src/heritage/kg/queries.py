@@ -127,10 +127,16 @@ SELECT ?record ?value ?source ?confidence WHERE {{
 """
 
 
+# one label per property (the smallest): a graph that labels a property in several
+# languages would otherwise list the property once per label
+_COLUMN = """  { SELECT ?property (MIN(STR(?propertyLabel)) AS ?column) WHERE {
+    ?property a rdf:Property ; rdfs:label ?propertyLabel .
+  } GROUP BY ?property }"""
+
 RECORDS_QUERY = f"""{PREFIX_BLOCK}
 SELECT ?record ?column ?value WHERE {{
   ?r a her:Record ; dcterms:identifier ?record ; ?property ?value .
-  ?property a rdf:Property ; rdfs:label ?column .
+{_COLUMN}
 }}
 """
 
@@ -146,13 +152,16 @@ SELECT ?concept ?label ?language WHERE {{
 """
 
 # a prediction, its record node, property label, value, confidence and run
-_PREDICTION = """  ?prediction a her:Prediction ;
+_PREDICTION = (
+    """  ?prediction a her:Prediction ;
               rdf:subject ?r ;
               rdf:predicate ?property ;
               rdf:object ?value ;
               her:confidence ?confidence ;
               prov:wasGeneratedBy ?activity .
-  ?property rdfs:label ?column ."""
+"""
+    + _COLUMN
+)
 
 PREDICTIONS_QUERY = f"""{PREFIX_BLOCK}
 SELECT ?prediction ?record ?column ?value ?confidence ?modalities ?activity WHERE {{
@@ -185,7 +194,7 @@ SELECT ?prediction ?value ?confidence ?rank WHERE {{
 EXPLORER_VALUES_QUERY = f"""{PREFIX_BLOCK}
 SELECT ?r ?record ?column ?value ?isIri ?language WHERE {{
   ?r a her:Record ; dcterms:identifier ?record ; ?property ?value .
-  ?property a rdf:Property ; rdfs:label ?column .
+{_COLUMN}
   BIND(isIRI(?value) AS ?isIri)
   BIND(LANG(?value) AS ?language)
 }}
@@ -231,7 +240,7 @@ def record_values_query(record_iri: str) -> str:
     return f"""{PREFIX_BLOCK}
 SELECT ?column ?value ?isIri ?language WHERE {{
   <{check_iri(record_iri, "record")}> ?property ?value .
-  ?property a rdf:Property ; rdfs:label ?column .
+{_COLUMN}
   BIND(isIRI(?value) AS ?isIri)
   BIND(LANG(?value) AS ?language)
 }}

@@ -155,7 +155,7 @@ def reviews_query(graph: str | None = None) -> str:
     g = iri(check_iri(graph, "review graph")) if graph else "?graph"
     return f"""{PREFIX_BLOCK}
 SELECT ?review ?prediction ?decision ?time ?curator ?recordUri ?record ?property
-       ?predictedUri ?predictedLabel ?valueUri ?valueLabel ?confidence WHERE {{
+       ?predictedUri ?predictedLabel ?valueUri ?valueLabel ?valueConceptLabel ?confidence WHERE {{
   GRAPH {g} {{
     ?review a her:Review ; prov:used ?prediction ; her:decision ?decision ;
             prov:endedAtTime ?time ; prov:wasAssociatedWith ?agent ;
@@ -167,10 +167,24 @@ SELECT ?review ?prediction ?decision ?time ?curator ?recordUri ?record ?property
   }}
   OPTIONAL {{ ?recordUri dcterms:identifier ?record }}
   OPTIONAL {{ ?propertyUri rdfs:label ?property }}
-  OPTIONAL {{ ?predictedUri skos:prefLabel ?predictedLabel }}
+  {_label("predictedUri", "predictedLabel")}
+  {_label("valueUri", "valueConceptLabel")}
   OPTIONAL {{ ?prediction her:confidence ?confidence }}
 }}
 """
+
+
+def _label(concept: str, out: str) -> str:
+    """SPARQL binding ``?out`` to the label a training table used for ``?concept``: the
+    untagged ``skos:prefLabel`` exports write for the catalogue's own values, else the English
+    one, else any. A curator's label in the interface language would create a new class."""
+    c, o = f"?{concept}", f"?{out}"
+    return (
+        f'OPTIONAL {{ {c} skos:prefLabel {o}0 FILTER(lang({o}0) = "") }}\n'
+        f'  OPTIONAL {{ {c} skos:prefLabel {o}1 FILTER(langMatches(lang({o}1), "en")) }}\n'
+        f"  OPTIONAL {{ {c} skos:prefLabel {o}2 }}\n"
+        f"  BIND(COALESCE({o}0, {o}1, {o}2) AS {o})"
+    )
 
 
 def read_reviews(graph: Any, *, include_rejected: bool = False) -> pd.DataFrame:
@@ -198,7 +212,7 @@ def reviewed_labels(reviews: pd.DataFrame, *, include_rejected: bool = False) ->
         if r.decision == "accepted":
             value = predicted
         elif r.decision == "corrected":
-            value = _text(r.valueLabel)
+            value = _text(r.valueConceptLabel) or _text(r.valueLabel)
         elif include_rejected:
             value = ""
         else:

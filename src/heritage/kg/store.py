@@ -20,6 +20,7 @@ import pandas as pd
 from heritage.kg.export import Export, rdf_format
 from heritage.kg.queries import GraphQueries, python_value
 from heritage.kg.terms import check_iri
+from heritage.locking import FolderLocked, folder_lock
 
 __all__ = ["GENERATION_FILE", "KnowledgeGraph", "QueryError", "read_query"]
 
@@ -48,14 +49,17 @@ class KnowledgeGraph(GraphQueries):
     """An Oxigraph store: on disk in ``path``, or in memory with ``path=None``.
 
     ``read_only`` opens an existing store for queries only (several processes may then read
-    it while none writes). The store is closed when the object is garbage-collected; use it
-    as a context manager to flush at a known point.
+    it while none writes). Opened to write, the store's folder is locked (one writer: another
+    gets :class:`~heritage.locking.FolderLocked` naming the holder). The store is closed, and
+    the lock released, when the object is closed or garbage-collected; use it as a context
+    manager to flush at a known point.
     """
 
     def __init__(self, path: str | Path | None = None, *, read_only: bool = False) -> None:
         import pyoxigraph as ox
 
         self.path = None if path is None else Path(path)
+        self._lock = None
         if read_only and self.path is not None and not self.path.is_dir():
             raise FileNotFoundError(
                 f"no store at {self.path}; create one with `heritage kg load FILE "
@@ -67,9 +71,16 @@ class KnowledgeGraph(GraphQueries):
             elif read_only:
                 self._store = ox.Store.read_only(str(self.path))
             else:
-                self.path.mkdir(parents=True, exist_ok=True)
+                self._lock = folder_lock(self.path, "writing the knowledge graph")
                 self._store = ox.Store(str(self.path))
+        except FolderLocked:
+            raise
         except OSError as exc:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            if "lock" in str(exc).lower() and self.path is not None and not read_only:
+                raise FolderLocked(self.path, _store_locked_message(self.path, exc)) from exc
             raise OSError(
                 f"could not open the store at {self.path}: {exc} (is another process writing "
                 "to it?)"
@@ -102,6 +113,9 @@ class KnowledgeGraph(GraphQueries):
         the object cannot be queried afterwards."""
         self.flush()
         self.__dict__.pop("_store", None)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def flush(self) -> None:
         if self.path is not None and "_store" in self.__dict__:
@@ -245,6 +259,22 @@ class KnowledgeGraph(GraphQueries):
                 raise ValueError(f"SELECT/ASK results can be csv, tsv or json, not {fmt!r}")
             return result.serialize(format=formats[fmt])
         return ox.serialize(result, format=rdf_format(fmt), prefixes=PREFIXES)
+
+
+def _store_locked_message(path: Path, exc: OSError) -> str:
+    """Oxigraph's own lock is held although heritage's is not: this process has the store
+    open already, or a program that does not record itself (an older heritage, another
+    Oxigraph tool) is writing to it."""
+    if "current process" in str(exc):
+        return (
+            f"{path} is already open for writing in this process; close() that "
+            "KnowledgeGraph first (or open it read_only=True to query)"
+        )
+    return (
+        f"{path} is in use by another process writing to it (it did not record which: an "
+        f"older heritage or another Oxigraph program; `fuser -v {path / 'LOCK'}` names it). "
+        "Wait for it to finish or stop it, or use another --store."
+    )
 
 
 def _frame(solutions, *, typed: bool) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from heritage.metadata.base import Modality, Targets
 from heritage.metadata.fusion import FusionConfig, Stacker, TemperatureScaling, out_of_fold
 from heritage.metadata.image import ImageConfig, ImageModel, aggregate_images
 from heritage.metadata.multitask import MultiTaskConfig, MultiTaskImageModel
+from heritage.metadata.persist import ModelFileError, register_modality_class
 from heritage.metadata.predictor import (
     MODALITY_NAMES,
     PREDICTION_COLUMNS,
@@ -54,6 +55,7 @@ __all__ = [
     "ImageModel",
     "MetadataPredictor",
     "Modality",
+    "ModelFileError",
     "MultiTaskConfig",
     "MultiTaskImageModel",
     "RecordError",
@@ -73,4 +75,5 @@ __all__ = [
     "make_modality",
     "out_of_fold",
     "register_encoder",
+    "register_modality_class",
 ]

@@ -13,11 +13,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from heritage.metadata.records import RecordError, RecordTable
+
+if TYPE_CHECKING:
+    from heritage.metadata.persist import ArrayStore
 
 __all__ = ["Modality", "Targets", "absent", "expand_proba"]
 
@@ -102,3 +105,17 @@ class Modality(ABC):
     def describe(self) -> dict[str, Any]:
         """Configuration for the model card."""
         return {"name": self.name}
+
+    def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
+        """Configuration and learnt state as JSON data, arrays filed in ``arrays`` under
+        names starting with ``prefix`` (see :mod:`heritage.metadata.persist`): what a saved
+        model holds instead of a pickle."""
+        raise NotImplementedError(
+            f"modality {self.name!r} ({type(self).__name__}) has no safe saved form: "
+            "implement state() and from_state()"
+        )
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> Modality:
+        """The fitted modality :meth:`state` describes."""
+        raise NotImplementedError(f"{cls.__name__} cannot be read from a saved model")

@@ -22,9 +22,9 @@ log-likelihood, that never changes the predicted value — only how confident it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -32,6 +32,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from heritage.metadata.base import Modality, Targets, expand_proba
+from heritage.metadata.persist import (
+    ArrayStore,
+    lightgbm_from_state,
+    lightgbm_state,
+    logistic_from_state,
+    logistic_state,
+)
 from heritage.metadata.records import RecordTable
 from heritage.progress import progress_bar
 
@@ -215,6 +222,44 @@ class Stacker:
         self.model_.fit(x, y)
         return self
 
+    def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
+        """Settings and learnt state as data (see :mod:`heritage.metadata.persist`)."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "n_classes": self.n_classes,
+            "modality_dropout": self.modality_dropout,
+            "seed": self.seed,
+            "seen": arrays.put(f"{prefix}.seen", self.seen_),
+        }
+        if self.kind == "blend":
+            out["members"] = [m.state(arrays, f"{prefix}.{m.kind}") for m in self.members_]
+        elif self.model_ is None:
+            out["model"] = None
+        elif self.kind == "logistic":
+            out["model"] = logistic_state(self.model_, arrays, f"{prefix}.model")
+        else:
+            out["model"] = lightgbm_state(self.model_, arrays, f"{prefix}.model")
+        return out
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> Stacker:
+        stacker = cls(
+            state["kind"],
+            int(state["n_classes"]),
+            modality_dropout=bool(state["modality_dropout"]),
+            seed=int(state["seed"]),
+        )
+        stacker.seen_ = arrays.get(state["seen"])
+        if stacker.kind == "blend":
+            stacker.members_ = [cls.from_state(m, arrays) for m in state["members"]]
+        elif state["model"] is None:
+            stacker.model_ = None
+        elif stacker.kind == "logistic":
+            stacker.model_ = logistic_from_state(state["model"], arrays)
+        else:
+            stacker.model_ = lightgbm_from_state(state["model"], arrays)
+        return stacker
+
     def predict_proba(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
         """Fused probabilities; NaN rows where every modality is absent."""
         if self.kind == "blend":
@@ -269,6 +314,16 @@ class TemperatureScaling:
         result = minimize_scalar(nll, bounds=(lo, hi), method="bounded")
         self.temperature_ = float(np.exp(result.x))
         return self
+
+    def state(self) -> dict[str, Any]:
+        return {"bounds": list(self.bounds), "temperature": self.temperature_}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> TemperatureScaling:
+        low, high = state["bounds"]
+        scaling = cls((float(low), float(high)))
+        scaling.temperature_ = float(state["temperature"])
+        return scaling
 
     def transform(self, proba: np.ndarray) -> np.ndarray:
         proba = np.asarray(proba, dtype=float)

@@ -23,6 +23,7 @@ Several images per record (``aggregate``):
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -30,6 +31,13 @@ import numpy as np
 
 from heritage.collection import CollectionWarning
 from heritage.metadata.base import Modality, Targets, absent
+from heritage.metadata.persist import (
+    ArrayStore,
+    logistic_from_state,
+    logistic_state,
+    scaler_from_state,
+    scaler_state,
+)
 from heritage.metadata.records import RecordTable
 from heritage.probe import LinearProbe
 from heritage.progress import progress_bar
@@ -189,6 +197,40 @@ class ImageModel(Modality):
                 feats[rows], y[rows], n_classes=len(self.classes_[prop])
             )
         return self
+
+    def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
+        """The configuration (the backbone by name or weights file: its features are
+        recomputed where the model is used) and each property's probe."""
+        heads: dict[str, Any] = {}
+        for prop, probe in self.heads_.items():
+            heads[prop] = None
+            if probe is not None:
+                name = f"{prefix}.heads.{prop}"
+                heads[prop] = {
+                    "C": probe.C,
+                    "class_weight": probe.class_weight,
+                    "max_iter": probe.max_iter,
+                    "n_classes": probe.n_classes_,
+                    "scaler": scaler_state(probe.scaler_, arrays, f"{name}.scaler"),
+                    "model": logistic_state(probe.model_, arrays, f"{name}.model"),
+                }
+        return {"config": asdict(self.config), "classes": self.classes_, "heads": heads}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> ImageModel:
+        model = cls(ImageConfig(**state["config"]))
+        model.classes_ = {p: list(c) for p, c in state["classes"].items()}
+        model.heads_ = {}
+        for prop, head in state["heads"].items():
+            probe = None
+            if head is not None:
+                probe = LinearProbe(head["C"], head["class_weight"], head["max_iter"])
+                probe.n_classes_ = int(head["n_classes"])
+                probe.scaler_ = scaler_from_state(head["scaler"], arrays)
+                probe.model_ = logistic_from_state(head["model"], arrays)
+                probe.classes_ = probe.model_.classes_
+            model.heads_[prop] = probe
+        return model
 
     def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
         out = {p: absent(len(records), len(c)) for p, c in self.classes_.items()}

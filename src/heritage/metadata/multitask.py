@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,7 @@ from torch import nn
 from heritage.collection import CollectionWarning
 from heritage.metadata.base import Modality, Targets, absent
 from heritage.metadata.image import aggregate_images
+from heritage.metadata.persist import ArrayStore
 from heritage.metadata.records import RecordTable
 from heritage.training.losses import LossConfig
 from heritage.training.trainer import TrainConfig
@@ -271,6 +273,7 @@ def fine_tune_multitask(
         atomic_torch_save,
         cycle_ends,
         freeze_early_stages,
+        load_training_state,
         make_loader,
     )
 
@@ -279,7 +282,7 @@ def fine_tune_multitask(
     if config.checkpoint_dir is not None:
         state_path = Path(config.checkpoint_dir) / f"{fit_key(paths, owner, codes, config)}.pt"
         if state_path.exists():
-            saved = torch.load(state_path, map_location="cpu", weights_only=False)
+            saved = load_training_state(state_path)
             if "soup" in saved:  # finished before: nothing to train
                 return saved["soup"], saved["report"]
     configure_threads()
@@ -575,6 +578,31 @@ class MultiTaskImageModel(Modality):
             model.to(device).to(memory_format=torch.channels_last).eval()
             self._model = (model, prep, device, Precision.resolve(t.precision, device))
         return self._model
+
+    def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
+        """The configuration, the soup's weights as arrays and the fine-tune's report."""
+        config = {k: v for k, v in asdict(self.config).items() if k != "train"}
+        return {
+            "config": {**config, "train": self.config.train.to_dict()},
+            "classes": self.classes_,
+            "trained": self.trained_,
+            "weights": None
+            if self.state_ is None
+            else arrays.put_torch(f"{prefix}.weights", self.state_),
+            "report": self.report_,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> MultiTaskImageModel:
+        config = dict(state["config"])
+        train = TrainConfig.from_dict(config.pop("train"))
+        model = cls(MultiTaskConfig(train=train, **config))
+        model.classes_ = {p: list(c) for p, c in state["classes"].items()}
+        model.trained_ = dict(state["trained"])
+        weights = state["weights"]
+        model.state_ = None if weights is None else arrays.get_torch(weights)
+        model.report_ = state["report"]
+        return model
 
     def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
         from heritage.data import ImageCache, ImageDataset, eval_transform

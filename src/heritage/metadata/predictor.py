@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from heritage.evaluation import evaluate, expected_calibration_error
+from heritage.locking import locks_folder
 from heritage.metadata.base import Modality, Targets
 from heritage.metadata.fusion import (
     FusionConfig,
@@ -42,16 +43,26 @@ from heritage.metadata.fusion import (
     fold_indices,
     out_of_fold,
 )
-from heritage.metadata.records import RecordError, RecordTable
+from heritage.metadata.persist import (
+    ArrayStore,
+    ModelFileError,
+    modality_from_state,
+    modality_state,
+    read_model_files,
+    write_model_files,
+)
+from heritage.metadata.records import RecordError, RecordSpec, RecordTable
 from heritage.metadata.tabular import TabularConfig, TabularModel
 from heritage.metadata.text import EncoderText, TfidfText
 from heritage.progress import progress_bar
 
 __all__ = [
     "MODALITY_NAMES",
+    "MODEL_FILES",
     "PREDICTION_COLUMNS",
     "STATUSES",
     "MetadataPredictor",
+    "ModelFileError",
     "default_modalities",
     "make_modality",
 ]
@@ -68,8 +79,14 @@ PREDICTION_COLUMNS = (
     "status",
     "catalogued",
 )
-MODEL_FILE = "predictor.joblib"
+# a saved predictor: its structure as JSON, its arrays in safetensors (nothing that runs code
+# when opened, see heritage.metadata.persist), and its card
+STATE_FILE = "predictor.json"
+ARRAYS_FILE = "predictor.safetensors"
+MODEL_FILES = (STATE_FILE, ARRAYS_FILE)
 CARD_FILE = "card.json"
+# the pickle older heritage versions wrote: recognised, never opened
+LEGACY_MODEL_FILE = "predictor.joblib"
 
 
 def make_modality(
@@ -175,7 +192,8 @@ class MetadataPredictor:
     predictions on its own training records (TF-IDF nearly memorises them) would be
     confidently, uselessly right.
 
-    Saved models are pickles (:meth:`save`/:meth:`load`): load only models you trust.
+    Saved models (:meth:`save`/:meth:`load`) are JSON and safetensors, never pickles: opening
+    a model folder from elsewhere runs no code from it.
     """
 
     def __init__(
@@ -468,29 +486,113 @@ class MetadataPredictor:
             "fit_seconds": round(self.fit_seconds_, 2),
         }
 
+    @locks_folder("writing a metadata model", lambda self, folder, *a, **k: folder)
     def save(self, folder: str | Path) -> Path:
-        """Write ``predictor.joblib`` (the fitted object) and ``card.json`` into ``folder``."""
-        import joblib
-
+        """Write the fitted predictor (``predictor.json`` + ``predictor.safetensors``, see
+        :mod:`heritage.metadata.persist`) and ``card.json`` into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self, folder / MODEL_FILE)
+        arrays = ArrayStore()
+        modalities: list[Any] | None = None
+        if self.modalities is not None:  # as given: names, or configured modalities by name
+            modalities = [m if isinstance(m, str) else {"fitted": m.name} for m in self.modalities]
+        tree = {
+            "heritage_version": _version(),
+            "predictor": {
+                "modalities": modalities,
+                "fusion": asdict(self.fusion),
+                "top_k": self.top_k,
+                "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
+            },
+            "spec": self.spec_.to_dict(),
+            "classes": self.classes_,
+            "fitted_modalities": [
+                modality_state(m, arrays, f"modalities.{m.name}") for m in self.modalities_
+            ],
+            "stackers": {
+                prop: st.state(arrays, f"stackers.{prop}") for prop, st in self.stackers_.items()
+            },
+            "calibrators": {
+                prop: None if cal is None else cal.state()
+                for prop, cal in self.calibrators_.items()
+            },
+            "selection": self.selection_,
+            "calibration": self.calibration_,
+            "oof": {
+                name: {prop: arrays.put(f"oof.{name}.{prop}", p) for prop, p in by_prop.items()}
+                for name, by_prop in self.oof_.items()
+            },
+            "train_keys": arrays.put("train_keys", self.train_keys_),
+            "n_train": self.n_train_,
+            "n_val": self.n_val_,
+            "fit_seconds": self.fit_seconds_,
+        }
+        write_model_files(folder / STATE_FILE, folder / ARRAYS_FILE, tree, arrays)
         (folder / CARD_FILE).write_text(json.dumps(self.card(), indent=2, default=_json) + "\n")
+        (folder / LEGACY_MODEL_FILE).unlink(missing_ok=True)  # a pickle of an earlier fit
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> MetadataPredictor:
-        """Read a predictor saved by :meth:`save` (a pickle: only load folders you trust)."""
-        import joblib
-
-        path = Path(folder) / MODEL_FILE
-        if not path.is_file():
+        """Read a predictor saved by :meth:`save`. Only JSON and safetensors are parsed; a
+        folder holding an older heritage's pickle (``predictor.joblib``), or files of another
+        kind under these names, is refused with :class:`ModelFileError` and not opened."""
+        folder = Path(folder)
+        state_path, arrays_path = folder / STATE_FILE, folder / ARRAYS_FILE
+        if not state_path.is_file() or not arrays_path.is_file():
+            if (folder / LEGACY_MODEL_FILE).is_file():
+                raise ModelFileError(
+                    f"{folder} was saved by an older heritage as a pickle ({LEGACY_MODEL_FILE}), "
+                    "which can run code when opened, so it is not read. Refit the model with "
+                    "`heritage metadata fit` (same records and options) to save it as "
+                    f"{STATE_FILE} + {ARRAYS_FILE}"
+                )
+            missing = state_path if not state_path.is_file() else arrays_path
             raise FileNotFoundError(
-                f"{path} not found; pass a folder written by `heritage metadata fit`"
+                f"{missing} not found; pass a folder written by `heritage metadata fit`"
             )
-        model = joblib.load(path)
-        if not isinstance(model, cls):
-            raise ValueError(f"{path} does not hold a MetadataPredictor")
+        tree, arrays = read_model_files(state_path, arrays_path)
+        try:
+            return cls._from_tree(tree, arrays)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ModelFileError(
+                f"{state_path} does not describe a complete predictor ({type(exc).__name__}: "
+                f"{exc}); refit the model with `heritage metadata fit`"
+            ) from exc
+
+    @classmethod
+    def _from_tree(cls, tree: Mapping[str, Any], arrays: ArrayStore) -> MetadataPredictor:
+        settings = tree["predictor"]
+        model = cls(
+            None,
+            FusionConfig(**settings["fusion"]),
+            top_k=int(settings["top_k"]),
+            cache_dir=settings["cache_dir"],
+        )
+        model.spec_ = RecordSpec.from_dict(tree["spec"])
+        model.classes_ = {p: list(c) for p, c in tree["classes"].items()}
+        model.modalities_ = [modality_from_state(m, arrays) for m in tree["fitted_modalities"]]
+        if settings["modalities"] is not None:
+            by_name = {m.name: m for m in model.modalities_}
+            model.modalities = [
+                m if isinstance(m, str) else by_name[m["fitted"]].clone()
+                for m in settings["modalities"]
+            ]
+        model.stackers_ = {p: Stacker.from_state(st, arrays) for p, st in tree["stackers"].items()}
+        model.calibrators_ = {
+            p: None if cal is None else TemperatureScaling.from_state(cal)
+            for p, cal in tree["calibrators"].items()
+        }
+        model.selection_ = tree["selection"]
+        model.calibration_ = tree["calibration"]
+        model.oof_ = {
+            name: {prop: arrays.get(ref) for prop, ref in by_prop.items()}
+            for name, by_prop in tree["oof"].items()
+        }
+        model.train_keys_ = arrays.get(tree["train_keys"])
+        model.n_train_ = int(tree["n_train"])
+        model.n_val_ = int(tree["n_val"])
+        model.fit_seconds_ = float(tree["fit_seconds"])
         return model
 
     def summary(self) -> list[str]:
@@ -507,6 +609,12 @@ class MetadataPredictor:
                 line += f" -> {cal['ece_after']:.3f} (T={cal['temperature']:.2f})"
             lines.append(line)
         return lines
+
+
+def _version() -> str:
+    from heritage import __version__
+
+    return __version__
 
 
 def _json(obj: Any) -> Any:

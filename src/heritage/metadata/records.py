@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from heritage.collection import _labels_table, _latest_labels
+from heritage.collection import _known_spelling, _labels_table, _latest_labels
 
 __all__ = ["SPLITS", "ExtraLabelsReport", "RecordError", "RecordSpec", "RecordTable"]
 
@@ -373,6 +373,11 @@ class RecordTable:
         known = df["record"].map(lambda r: r in position).to_numpy(dtype=bool)
         df, superseded = _latest_labels(df[about & has_value & known], ["record", "property"])
         frame = self.frame.copy()
+        df = df.copy()
+        for prop in df["property"].unique():
+            rows = (df["property"] == prop).to_numpy()
+            classes = set(frame[prop].unique()) - {""}
+            df.loc[rows, "value"] = _known_spelling(df.loc[rows, "value"], classes)
         filled = kept = 0
         for record, prop, value in zip(df["record"], df["property"], df["value"], strict=True):
             i = position[record]

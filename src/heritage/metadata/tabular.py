@@ -12,6 +12,7 @@ focal loss's α.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from heritage.metadata.base import Modality, Targets, absent, expand_proba
+from heritage.metadata.persist import ArrayStore, lightgbm_from_state, lightgbm_state
 from heritage.metadata.records import RecordTable
 
 __all__ = ["TabularConfig", "TabularModel"]
@@ -125,6 +127,42 @@ class TabularModel(Modality):
             model.fit(x.iloc[rows], codes[rows], categorical_feature=categorical or "auto")
             self.models_[prop] = (model, model.classes_, cols)
         return self
+
+    def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
+        models: dict[str, Any] = {}
+        for prop, fitted in self.models_.items():
+            models[prop] = None
+            if fitted is not None:
+                model, seen, cols = fitted
+                name = f"{prefix}.models.{prop}"
+                models[prop] = {
+                    "model": lightgbm_state(model, arrays, name),
+                    "seen": arrays.put(f"{name}.seen", seen),
+                    "columns": list(cols),
+                }
+        return {
+            "config": asdict(self.config),
+            "classes": self.classes_,
+            "columns": self.columns_,
+            "models": models,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> TabularModel:
+        model = cls(TabularConfig(**state["config"]))
+        model.classes_ = {p: list(c) for p, c in state["classes"].items()}
+        model.columns_ = dict(state["columns"])
+        model.models_ = {
+            prop: None
+            if fitted is None
+            else (
+                lightgbm_from_state(fitted["model"], arrays),
+                arrays.get(fitted["seen"]),
+                list(fitted["columns"]),
+            )
+            for prop, fitted in state["models"].items()
+        }
+        return model
 
     def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
         out = {p: absent(len(records), len(c)) for p, c in self.classes_.items()}

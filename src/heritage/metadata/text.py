@@ -32,7 +32,7 @@ import importlib.metadata
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,15 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from heritage.metadata.base import Modality, Targets, absent, expand_proba
+from heritage.metadata.persist import (
+    ArrayStore,
+    logistic_from_state,
+    logistic_state,
+    scaler_from_state,
+    scaler_state,
+    tfidf_vectorizer_from_state,
+    tfidf_vectorizer_state,
+)
 from heritage.metadata.records import RecordTable
 from heritage.progress import progress_bar
 from heritage.training.losses import FocalLoss, inverse_frequency_of_present
@@ -351,6 +360,28 @@ class FocalHeads:
         self.module_ = module
         return self
 
+    def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
+        """Configuration, classes, scaler and network weights as data (see
+        :mod:`heritage.metadata.persist`)."""
+        return {
+            "config": asdict(self.config),
+            "classes": self.classes_,
+            "scaler": scaler_state(self.scaler_, arrays, f"{prefix}.scaler"),
+            "module": arrays.put_torch(f"{prefix}.module", self.module_.state_dict()),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> FocalHeads:
+        heads = cls(FocalHeadConfig(**state["config"]))
+        heads.classes_ = {p: list(c) for p, c in state["classes"].items()}
+        heads.scaler_ = scaler_from_state(state["scaler"], arrays)
+        module = heads._module(
+            heads.scaler_.n_features_in_, {p: len(c) for p, c in heads.classes_.items()}
+        )
+        module.load_state_dict(arrays.get_torch(state["module"]))
+        heads.module_ = module.eval()
+        return heads
+
     @torch.inference_mode()
     def predict_proba(self, features: np.ndarray) -> dict[str, np.ndarray]:
         x = torch.as_tensor(self.scaler_.transform(features), dtype=torch.float32)
@@ -435,6 +466,44 @@ class TfidfText(Modality):
             self.models_[prop] = (model, model.classes_)
         return self
 
+    def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
+        models = {}
+        for prop, fitted in self.models_.items():
+            models[prop] = None
+            if fitted is not None:
+                name = f"{prefix}.models.{prop}"
+                models[prop] = {
+                    "model": logistic_state(fitted[0], arrays, name),
+                    "seen": arrays.put(f"{name}.seen", fitted[1]),
+                }
+        vectorizer = self.vectorizer_
+        return {
+            "config": asdict(self.config),
+            "classes": self.classes_,
+            "vectorizer": None
+            if vectorizer is None
+            else tfidf_vectorizer_state(vectorizer, arrays, f"{prefix}.vectorizer"),
+            "models": models,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> TfidfText:
+        config = dict(state["config"])
+        config["ngram_range"] = tuple(config["ngram_range"])
+        model = cls(TfidfConfig(**config))
+        model.classes_ = {p: list(c) for p, c in state["classes"].items()}
+        vectorizer = state["vectorizer"]
+        model.vectorizer_ = (
+            None if vectorizer is None else tfidf_vectorizer_from_state(vectorizer, arrays)
+        )
+        model.models_ = {
+            prop: None
+            if fitted is None
+            else (logistic_from_state(fitted["model"], arrays), arrays.get(fitted["seen"]))
+            for prop, fitted in state["models"].items()
+        }
+        return model
+
     def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
         texts, usable = _usable_text(records)
         out = {p: absent(len(records), len(c)) for p, c in self.classes_.items()}
@@ -509,6 +578,37 @@ class EncoderText(Modality):
         state = dict(self.__dict__)
         state["_cache"] = None  # vectors live on disk; a pickled model stays small
         return state
+
+    def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
+        """The encoder by name (its vectors are recomputed or read from the cache of the
+        machine that loads the model), the head configuration and the fitted heads."""
+        return {
+            "encoder": self.encoder,
+            "encoder_key": _encoder(self.encoder).key,
+            "head": asdict(self.head),
+            "use_disk_cache": self.use_disk_cache,
+            "cache_dir": None if self.cache_dir is None else str(self.cache_dir),
+            "classes": self.classes_,
+            "heads": None if self.heads_ is None else self.heads_.state(arrays, f"{prefix}.heads"),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> EncoderText:
+        # the cache folder of the machine that fitted, if this machine has it; else this
+        # machine's default
+        cache_dir = state.get("cache_dir")
+        if cache_dir is not None and not Path(cache_dir).is_dir():
+            cache_dir = None
+        model = cls(
+            state["encoder"],
+            FocalHeadConfig(**state["head"]),
+            cache_dir,
+            use_disk_cache=bool(state["use_disk_cache"]),
+        )
+        model.classes_ = {p: list(c) for p, c in state["classes"].items()}
+        heads = state["heads"]
+        model.heads_ = None if heads is None else FocalHeads.from_state(heads, arrays)
+        return model
 
     def features(self, records: RecordTable) -> tuple[np.ndarray, np.ndarray]:
         """Record embeddings (mean over languages, L2-normalised) and the usable mask."""

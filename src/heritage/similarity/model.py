@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from heritage.locking import locks_folder
 from heritage.similarity.contexts import (
     Context,
     contexts_from_clusters,
@@ -192,6 +193,7 @@ class SimilarityModel:
         return {k: agreement(m, self.val_) for k, m in margins.items()}
 
     # ------------------------------------------------------------------ files
+    @locks_folder("writing a similarity model", lambda self, folder, *a, **k: folder)
     def save(self, folder: str | Path) -> Path:
         """``similarity.json`` (configs, items, split), one head file per model. Features are
         not saved: they are recomputed from the images (and cached) on load."""

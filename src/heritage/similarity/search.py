@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from heritage.collection import IMAGE_SUFFIXES
+from heritage.locking import folder_lock
 from heritage.similarity.embedding import EmbeddingConfig, ImageEmbedder
 from heritage.similarity.index import IndexKind, SimilarityIndex
 from heritage.similarity.learn import TripletEmbedding
@@ -148,9 +149,23 @@ def build_index(
     An existing index keeps its own embedding (backbone, head): asking for another is an
     error, since vectors made two ways cannot be compared. Images are embedded and added
     ``batch`` at a time and the index saved after each, so an interrupted build resumes.
+    The folder is locked meanwhile (another writer gets :class:`~heritage.locking.FolderLocked`).
     """
     out = Path(out)
     images = list_images(source, image_column=image_column, id_column=id_column)
+    with folder_lock(out, "building an index"):
+        return _grow_index(images, out, embedding, model, kind, cache_dir, batch)
+
+
+def _grow_index(
+    images: list[tuple[str, str]],
+    out: Path,
+    embedding: EmbeddingConfig | None,
+    model: str | Path | None,
+    kind: IndexKind,
+    cache_dir: str | Path | None,
+    batch: int,
+) -> BuildReport:
     if (out / "index.json").is_file():
         index = SimilarityIndex.load(out)
         recorded = index.meta

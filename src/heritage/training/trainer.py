@@ -12,11 +12,15 @@ for :mod:`heritage.soups`.
 Run folder written by :func:`train` (everything later commands need)::
 
     config.yaml       the resolved configuration
-    split.csv         the split used (made here, seeded, when the collection had none)
+    split.csv         the split used (made here, seeded, when the collection had none; with
+                      train and test but no val, a share of train carved out for val)
+    run.json          the run's fingerprint: a rerun resumes only the same collection,
+                      split and options (:mod:`heritage.training.runfolder`)
     skipped.csv       images that could not be read, and why
     history.json      per-epoch metrics
     pool/             checkpoint pool: epoch_NNN.safetensors + .json, pool.json
     state.pt          optimiser, scheduler, RNG and model state for resuming
+    .heritage.lock    held while training (:mod:`heritage.locking`): one writer at a time
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from heritage.backbones import (
 from heritage.collection import Collection
 from heritage.data import AugmentConfig, ImageCache, ImageDataset, eval_transform, train_transform
 from heritage.evaluation import evaluate
+from heritage.locking import folder_lock
 from heritage.model import ModelCard, predict_logits, softmax
 from heritage.probe import LinearProbe, extract_features
 from heritage.progress import console, progress_bar
@@ -63,6 +68,16 @@ from heritage.training.mixing import MixConfig, create_objective
 from heritage.training.objectives import Objective
 from heritage.training.pool import CheckpointPool
 from heritage.training.regularisers import EntropyConfig, EntropyRegulariser
+from heritage.training.runfolder import (
+    RESUMABLE_CHANGES,
+    RunMismatch,
+    check_resume,
+    clear_run,
+    has_checkpoints,
+    read_fingerprint,
+    run_fingerprint,
+    write_run_file,
+)
 from heritage.training.samplers import ClassAwareBatchSampler, ClassBalancedBatchSampler
 
 
@@ -100,7 +115,9 @@ class TrainConfig:
     # (no validation split) names the epochs of the soup chosen on the first run
     keep_epochs: list[int] = field(default_factory=list)
     seed: int = 0
-    val_fraction: float = 0.2  # only used when the collection has no split
+    # no split: the share of the collection drawn for val; train and test but no val: the
+    # share of each class's train images carved out for val
+    val_fraction: float = 0.2
     test_fraction: float = 0.2
     device: str = "auto"
     precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -255,6 +272,46 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_training_state(path: Path) -> dict[str, Any]:
+    """A resume state written by :func:`atomic_torch_save`, read with ``weights_only=True``:
+    tensors and plain Python values only, so a file that asks for anything else (a crafted
+    pickle, a state written by an older heritage) is refused rather than run."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise ValueError(
+            f"{path} is not a resume state this heritage reads: it asks for more than tensors "
+            "and plain values (as states saved by an older heritage do) or is damaged, so it "
+            "was not opened further. Remove it, or start in a new folder, to train from the "
+            f"beginning ({type(exc).__name__})"
+        ) from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a resume state (it holds a {type(state).__name__})")
+    return state
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    """NumPy's global generator state as a tensor and plain values (loadable with
+    ``weights_only=True``, unlike the tuple holding an array that NumPy returns)."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "bit_generator": str(name),
+        "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+
+
+def _set_numpy_rng_state(state: dict[str, Any]) -> None:
+    key = state["key"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (state["bit_generator"], key, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    )
+
+
 @dataclass
 class ResumableLoop:
     """The parts of a training loop a resumed run must get back: weights, optimiser,
@@ -277,7 +334,7 @@ class ResumableLoop:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_rng_state(),
                 "loader": self.loader.generator.get_state(),
             },
         }
@@ -292,7 +349,7 @@ class ResumableLoop:
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        np.random.set_state(state["rng"]["numpy"])
+        _set_numpy_rng_state(state["rng"]["numpy"])
         self.loader.generator.set_state(state["rng"]["loader"])
 
 
@@ -346,8 +403,21 @@ class Trainer:
         self.config = config or TrainConfig()
 
     def fit(
-        self, collection: Collection, run_dir: str | Path, *, resume: bool = True
+        self,
+        collection: Collection,
+        run_dir: str | Path,
+        *,
+        resume: bool = True,
+        overwrite: bool = False,
     ) -> TrainResult:
+        """Train into ``run_dir``, or resume the run there after its last finished epoch.
+
+        A run is resumed only with the collection, split and options it started with
+        (:class:`~heritage.training.runfolder.RunMismatch` names what differs); a folder
+        whose start failed before its first epoch is started again. ``overwrite`` deletes the
+        run in the folder first. The folder is locked while training: a second writer gets
+        :class:`~heritage.locking.FolderLocked` at once.
+        """
         cfg = self.config
         objective = create_objective(cfg.mix, len(collection.classes), cfg.label_smoothing)
         # within-class pieces (SynerMix-Intra, per-class entropy) need two images per class
@@ -358,11 +428,28 @@ class Trainer:
                 "class_pairs sampler, which sampler='balanced' is not (use auto or class_pairs)"
             )
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        with folder_lock(run_dir, "training"):
+            return self._fit(collection, run_dir, objective, wants_pairs, resume, overwrite)
+
+    def _fit(
+        self,
+        collection: Collection,
+        run_dir: Path,
+        objective: Objective,
+        wants_pairs: bool,
+        resume: bool,
+        overwrite: bool,
+    ) -> TrainResult:
+        cfg = self.config
         state_path = run_dir / "state.pt"
+        if overwrite:
+            deleted = clear_run(run_dir)
+            if deleted:
+                console.print(f"[bold]overwrite[/]: deleted {', '.join(deleted)} in {run_dir}")
         if state_path.exists() and not resume:
             raise FileExistsError(
-                f"{run_dir} already holds a run; resume it or choose another folder"
+                f"{run_dir} already holds a run; resume it, start afresh with --overwrite "
+                "(overwrite=True), or choose another folder"
             )
         configure_threads()
         seed_everything(cfg.seed)
@@ -370,24 +457,19 @@ class Trainer:
         precision = Precision.resolve(cfg.precision, device)
         workers = resolve_workers(cfg.workers, device)
 
-        state = (
-            torch.load(state_path, map_location="cpu", weights_only=False)
-            if state_path.exists()
-            else None
-        )
+        state = load_training_state(state_path) if state_path.exists() else None
+        options = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
+        fingerprint = run_fingerprint(collection, options)
         if state is not None:
+            check_resume(run_dir, read_fingerprint(run_dir), fingerprint, collection)
             _check_resumable(state, cfg, collection.classes, run_dir)
-        collection = _split_for_run(collection, run_dir / "split.csv", cfg)
-        _write_skipped(collection, run_dir / "skipped.csv")
-        (run_dir / "config.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    **cfg.to_dict(),
-                    "source": str(collection.root),
-                    "label_column": collection.label_column,
-                },
-                sort_keys=False,
+        elif has_checkpoints(run_dir):
+            raise RunMismatch(
+                f"{run_dir} holds checkpoints but no state.pt to resume from; start afresh "
+                "with --overwrite (overwrite=True; deletes them) or choose another --out"
             )
+        collection = _split_for_run(
+            collection, run_dir / "split.csv", cfg, resuming=state is not None
         )
 
         train_set, val_set = collection.split("train"), collection.split("val")
@@ -473,6 +555,22 @@ class Trainer:
         )
         resumable = ResumableLoop(model, optimizer, scheduler, scaler, train_loader, device)
 
+        # the run's files once its start has succeeded: a start that failed before here
+        # leaves nothing that a corrected rerun would take for this run
+        if state is None:
+            collection.save_split(run_dir / "split.csv")
+            write_run_file(run_dir, fingerprint)
+        _write_skipped(collection, run_dir / "skipped.csv")
+        (run_dir / "config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    **cfg.to_dict(),
+                    "source": str(collection.root),
+                    "label_column": collection.label_column,
+                },
+                sort_keys=False,
+            )
+        )
         pool = CheckpointPool.open(run_dir / "pool", cfg.keep_top_k)
         history: list[dict[str, float]] = []
         start_epoch, train_seconds, images_seen = 0, 0.0, 0
@@ -670,17 +768,63 @@ def _batch_sampler_loader(
     )
 
 
-def _split_for_run(collection: Collection, split_path: Path, cfg: TrainConfig) -> Collection:
+def _split_for_run(
+    collection: Collection, split_path: Path, cfg: TrainConfig, *, resuming: bool
+) -> Collection:
     """The split a run trains on: the saved one when resuming (never re-drawn, so no test image
-    can move into training), else the collection's own or a new seeded stratified one."""
-    if split_path.exists():
+    can move into training), else the collection's own, with a validation share carved out
+    of train when it has none, or a new seeded stratified one."""
+    if resuming:
+        if not split_path.is_file():
+            raise RunMismatch(
+                f"{split_path.parent} holds a run without its split.csv, so it cannot be "
+                "resumed; start afresh with --overwrite or choose another --out"
+            )
         reopened = Collection.from_split_file(split_path, collection.root, collection.label_column)
         reopened.skipped = collection.skipped
         return reopened
-    fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
-    collection = collection.with_split(seed=cfg.seed, fractions=fractions)
-    collection.save_split(split_path)
-    return collection
+    if not collection.has_split:
+        fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+        return collection.with_split(seed=cfg.seed, fractions=fractions)
+    if cfg.keep_epochs or len(collection.split("val")):  # a refit trains without val
+        return collection
+    return _carve_val(collection, cfg)
+
+
+def _carve_val(collection: Collection, cfg: TrainConfig) -> Collection:
+    """Train and test but no val (how many datasets are published): a stratified, seeded
+    share of train becomes val, test stays as it is; said on the console."""
+    train = collection.split("train")
+    if not 0 < cfg.val_fraction < 1:
+        raise ValueError(
+            "the collection has train and test splits but no val, and val_fraction is "
+            f"{cfg.val_fraction}: set --val-fraction (e.g. 0.2) to carve a validation share "
+            "out of train, or add val rows to the split column"
+        )
+    carved = collection.with_val_from_train(cfg.val_fraction, seed=cfg.seed)
+    val = carved.split("val")
+    if len(val) == 0:
+        raise ValueError(
+            "the collection has train and test splits but no val, and no class has the 3 "
+            "train images it takes to give one to validation and keep two for training: add "
+            "val rows to the split column, or more images"
+        )
+    console.print(
+        f"[bold]no val split[/]: {len(val)} of the {len(train)} train images "
+        f"({cfg.val_fraction:.0%} of each class, seed {cfg.seed}) set aside for validation "
+        "and saved in the run's split.csv; test images untouched (--val-fraction sets the "
+        "share)"
+    )
+    without = sorted(set(collection.classes) - set(val.records["label"]))
+    if without:
+        from rich.markup import escape
+
+        shown = ", ".join(without[:8]) + (", ..." if len(without) > 8 else "")
+        console.print(
+            f"[yellow]note[/]: {len(without)} class(es) have fewer than 3 train images and "
+            f"keep them all for training, so they get no validation score: {escape(shown)}"
+        )
+    return carved
 
 
 def _adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -692,10 +836,6 @@ def _adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}],
         weight_decay=cfg.weight_decay,
     )
-
-
-#: options that may change when a run is resumed (more epochs, another machine)
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "precision", "workers"})
 
 
 def _check_resumable(state: dict, cfg: TrainConfig, classes: list[str], run_dir: Path) -> None:

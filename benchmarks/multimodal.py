@@ -69,7 +69,7 @@ SILKNOW = "silknow-records"
 GLYPHS = "hieroglyphs-unas"
 SILKNOW_PROPERTIES = ("place", "timespan", "technique", "material")
 GLYPH_PROPERTIES = ("category", "sign")
-TEXT_METHODS = {"text_tfidf": "tfidf", "text_e5": "e5", "text_use": "use"}
+TEXT_METHODS = {"text_tfidf": "tfidf", "text_e5": "e5", "text_use": "use", "text_flat": "flat"}
 METHODS = (*TEXT_METHODS, "tabular", "tabular_weighting", "fusion", "peer_autogluon")
 
 
@@ -387,6 +387,8 @@ def hieroglyphs(
         base["image"] = "image"
     if "tabular" in methods or "fusion" in methods:
         base["tabular"] = "tabular"
+    if "text_flat" in methods or "fusion" in methods:
+        base["text_flat"] = "flat"  # no texts here: the `page` field as a token
     multitask = [m for m in ("image_multitask", "fusion_multitask") if m in methods]
     for seed in seeds:
         console.rule(f"{GLYPHS} · seed {seed} · {hidden:.0%} of labels hidden")
@@ -405,8 +407,15 @@ def hieroglyphs(
                 float(np.mean([len(p) for p in paths])),
             )
         if base:
-            mods = [image if name == "image" else make_modality(name, seed=seed) for name in base]
-            report = {m: m for m in base if m in methods}
+            mods = [
+                image if name == "image" else make_modality(name, seed=seed)
+                for name in base.values()
+            ]
+            report = {
+                method: mod.name
+                for method, mod in zip(base, mods, strict=True)
+                if method in methods
+            }
             summary, predictor = run_predictor(
                 book, GLYPHS, table, truth, mods, report, seed, "fusion" in methods
             )

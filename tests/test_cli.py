@@ -85,7 +85,8 @@ def test_cli_soup(cli_run: dict) -> None:
         assert (run / "soups" / f"{recipe}_soup.safetensors").is_file()
         assert load_card(run / "soups" / f"{recipe}_soup").provenance["recipe"] == f"{recipe}_soup"
     summary = json.loads((run / "soups" / "soups.json").read_text())
-    assert set(summary) == {"uniform_soup", "greedy_soup"}
+    assert set(summary) == {"uniform_soup", "greedy_soup", "soft_voting"}
+    assert summary["soft_voting"]["temperature"] > 0
     assert summary["greedy_soup"]["ingredients"]
 
 

@@ -60,6 +60,8 @@ def test_refit_soup_averages_the_epochs_the_first_soup_kept(refitted: dict) -> N
     card = load_card(path)
     assert card.provenance["refit_of"] == str(run.folder)
     assert card.metrics == {}  # no validation score: the refit trained on val
+    # nothing held out: it keeps the temperature the first run's soup got on validation
+    assert card.temperature == load_card(run.model_path("greedy_soup")).temperature != 1.0
     summary = json.loads((out / "soups" / "soups.json").read_text())
     assert summary["greedy_soup"]["ingredients"] == [p.name for p in kept]
 

@@ -142,16 +142,23 @@ def test_failed_start_then_corrected_manifest_into_the_same_folder(
 
 
 def test_start_failing_after_the_split_leaves_nothing_stale(
-    image_folder: Path, tmp_path: Path, tiny_config
+    image_folder: Path, tmp_path: Path, tiny_config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A start that fails later (an unknown backbone), then the corrected command with
-    another split: the new split is used, not the one the failed start drew. A folder left
-    with a stale split.csv and config.yaml but no finished epoch (as older versions left it)
-    is started again too."""
+    """A start that fails later (the backbone cannot be built), then the corrected command
+    with another split: the new split is used, not the one the failed start drew. A folder
+    left with a stale split.csv and config.yaml but no finished epoch (as older versions left
+    it) is started again too."""
+    import heritage.training.trainer as trainer_module
+    from heritage.backbones import BackboneError
+
+    def no_backbone(*args, **kwargs):
+        raise BackboneError("no_such_backbone: the weights could not be loaded")
+
     run = tmp_path / "run"
     old = Collection.from_manifest(_manifest(image_folder, tmp_path / "a.csv", TRAIN_TEST))
-    with pytest.raises(Exception, match="no_such_backbone"):
-        Trainer(tiny_config(backbone="no_such_backbone")).fit(old, run)
+    with monkeypatch.context() as patched, pytest.raises(Exception, match="no_such_backbone"):
+        patched.setattr(trainer_module, "create_backbone", no_backbone)
+        Trainer(tiny_config()).fit(old, run)
     assert not (run / "split.csv").exists() and not (run / "config.yaml").exists()
     old.with_val_from_train(0.5, seed=3).save_split(run / "split.csv")  # a stale leftover
     (run / "config.yaml").write_text(yaml.safe_dump({"source": str(image_folder)}))

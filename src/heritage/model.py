@@ -1,8 +1,9 @@
 """Model files and the classifier a user loads to predict.
 
 A model file is ``NAME.safetensors`` plus ``NAME.json`` (a :class:`ModelCard`): architecture,
-classes, preprocessing, metrics and provenance. That is enough to load, explain and publish a
-model (a checkpoint, a soup) without the run that made it.
+classes, preprocessing, the temperature fitted on validation, metrics and provenance. That is
+enough to load, explain and publish a model (a checkpoint, a soup) without the run that made
+it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from heritage import __version__
 from heritage.backbones import Preprocessing, create_backbone
+from heritage.calibration import softmax
 from heritage.data import ImageCache, ImageDataset, decode, eval_transform
 from heritage.runtime import Precision, resolve_device
 
@@ -31,7 +33,12 @@ FORMAT_VERSION = 1
 
 @dataclass
 class ModelCard:
-    """Everything about a model except its weights (the JSON half of a model file)."""
+    """Everything about a model except its weights (the JSON half of a model file).
+
+    ``temperature``: probabilities are ``softmax(logits / temperature)``, fitted on
+    validation when the model was saved (:mod:`heritage.calibration`); 1.0 for a model saved
+    without validation data or by an older heritage.
+    """
 
     architecture: str
     classes: list[str]
@@ -39,6 +46,7 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    temperature: float = 1.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -89,7 +97,16 @@ def load_card(path: str | Path) -> ModelCard:
         raise FileNotFoundError(
             f"model card not found: {card_path} (a model is NAME.safetensors + NAME.json)"
         )
-    return ModelCard.from_dict(json.loads(card_path.read_text()))
+    try:
+        return ModelCard.from_dict(json.loads(card_path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model card {card_path} is not valid JSON ({exc})") from exc
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"model card {card_path} is not a heritage model card ({type(exc).__name__}: "
+            f"{exc}); a model is NAME.safetensors + NAME.json as `heritage train` or "
+            "`heritage soup` write them"
+        ) from exc
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -131,24 +148,24 @@ def predict_logits(
     return torch.cat(logits).numpy(), torch.cat(targets).numpy()
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def predict_proba(
-    model: nn.Module, loader: DataLoader, device: torch.device, precision: Precision | None = None
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    precision: Precision | None = None,
+    temperature: float = 1.0,
 ) -> np.ndarray:
-    """Softmax probabilities of ``model`` for every image of ``loader``."""
-    return softmax(predict_logits(model, loader, device, precision)[0])
+    """``softmax(logits / temperature)`` of ``model`` for every image of ``loader``."""
+    return softmax(predict_logits(model, loader, device, precision)[0], temperature)
 
 
 class ImageClassifier:
     """A trained image classifier: weights, classes and preprocessing together.
 
     ``ImageClassifier.load("runs/x/soups/greedy_soup")`` then ``predict_proba(paths)``; a soup,
-    a checkpoint and a fine-tuned model all load the same way.
+    a checkpoint and a fine-tuned model all load the same way. Probabilities are calibrated
+    with the card's temperature; ``calibrated=False`` gives the raw softmax, and
+    ``predict_logits`` the logits.
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, device: str = "auto") -> None:
@@ -169,10 +186,25 @@ class ImageClassifier:
     def save(self, path: str | Path) -> Path:
         return save_model_file(path, self.model.state_dict(), self.card)
 
+    @property
+    def temperature_(self) -> float:
+        return float(self.card.temperature)
+
     def predict_proba(
-        self, images: Sequence[str | Path | Image.Image], batch_size: int = 64
+        self,
+        images: Sequence[str | Path | Image.Image],
+        batch_size: int = 64,
+        *,
+        calibrated: bool = True,
     ) -> np.ndarray:
         """Class probabilities (n, n_classes), columns in the order of ``classes_``."""
+        temperature = self.temperature_ if calibrated else 1.0
+        return softmax(self.predict_logits(images, batch_size), temperature)
+
+    def predict_logits(
+        self, images: Sequence[str | Path | Image.Image], batch_size: int = 64
+    ) -> np.ndarray:
+        """Raw logits (n, n_classes), before the temperature."""
         prep = self.card.preprocessing
         cache = ImageCache(prep)
         keys = []
@@ -182,7 +214,7 @@ class ImageClassifier:
                 cache.images[key] = decode(img, prep)
             keys.append(key)
         cache.load([k for k in keys if k not in cache.images], "reading images")
-        return self._proba(keys, cache, batch_size)
+        return self._logits(keys, cache, batch_size)
 
     def predict_files(
         self, paths: Sequence[str], batch_size: int = 64, chunk_size: int = 512
@@ -202,17 +234,17 @@ class ImageClassifier:
                 except Exception as exc:  # any unreadable file: report it, keep going
                     failed.append((path, f"{type(exc).__name__}: {exc}"))
             if ok:
-                probas.append(self._proba(ok, cache, batch_size))
+                probas.append(softmax(self._logits(ok, cache, batch_size), self.temperature_))
                 done += ok
         empty = np.zeros((0, len(self.card.classes)))
         return done, (np.concatenate(probas) if probas else empty), failed
 
-    def _proba(self, keys: list[str], cache: ImageCache, batch_size: int) -> np.ndarray:
+    def _logits(self, keys: list[str], cache: ImageCache, batch_size: int) -> np.ndarray:
         if not keys:
             return np.zeros((0, len(self.card.classes)))
         ds = ImageDataset(keys, None, cache, eval_transform(self.card.preprocessing))
         loader = DataLoader(ds, batch_size=batch_size)
-        return predict_proba(self.model, loader, self.device, self.precision)
+        return predict_logits(self.model, loader, self.device, self.precision)[0]
 
     def predict(self, images: Sequence[str | Path | Image.Image]) -> list[str]:
         proba = self.predict_proba(images)

@@ -21,6 +21,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
+from heritage.calibration import apply_temperature
 from heritage.collection import Collection
 from heritage.data import ImageCache, ImageDataset, eval_transform
 from heritage.evaluation import Evaluation, evaluate, write_report
@@ -168,7 +169,12 @@ class Run:
             }
             console.print(
                 f"  → {len(soup.ingredients_)} ingredients, val {metric} {soup.val_score_:.4f}"
+                f", temperature {soup.temperature_:.2f}"
             )
+        # soft voting is no model file: its temperature (fitted on val) is kept here
+        if len(self.collection.split("val")):
+            voting = SoftVoting(self.pool.paths(), self.config.device, self.config.precision)
+            summary["soft_voting"] = {"temperature": voting.fit(val).temperature_}
         summary_path.write_text(json.dumps(summary, indent=2))
         return soups
 
@@ -230,6 +236,11 @@ class Run:
             refit.bn_loader(),
         )
         soup.card_.provenance.update({"recipe": f"{recipe} (refit)", "refit_of": str(self.folder)})
+        # nothing is held out in a refit: it keeps the temperature its recipe's soup was
+        # given on validation (same epochs, same options, a little more data)
+        first = self.model_path(recipe)
+        if model_paths(first)[1].is_file():
+            soup.card_.temperature = load_card(first).temperature
         path = soup.save(refit.model_path(recipe))
         (out / "soups" / "soups.json").write_text(
             json.dumps({recipe: {"ingredients": soup.ingredients_, "refit_of": str(self.folder)}})
@@ -254,6 +265,7 @@ class Run:
             if method == "soft_voting":
                 voting = SoftVoting(self.pool.paths(), self.config.device, self.config.precision)
                 models = [voting.load_member(p) for p in voting.checkpoints]
+                temperature = self._soft_voting_temperature(voting)
             else:
                 try:
                     path = self.model_path(method)
@@ -266,16 +278,20 @@ class Run:
                         how = f"`heritage refit --recipe {method}` into another folder"
                     console.print(f"[yellow]skipping {method}: {path} not found (run {how})[/]")
                     continue
-                models = [ImageClassifier.load(path, self.config.device).model]
-            proba, seconds = _timed_mean_proba(models, loader, device, precision)
+                classifier = ImageClassifier.load(path, self.config.device)
+                models, temperature = [classifier.model], classifier.temperature_
+            raw, seconds = _timed_mean_proba(models, loader, device, precision)
             n_models = len(models)
-            ev = evaluate(targets, proba, classes)
+            ev = evaluate(targets, apply_temperature(raw, temperature), classes)
+            ece_raw = evaluate(targets, raw, classes).ece
             results[method] = ev
             extra = {
                 "run": str(self.folder),
                 "split": split,
                 "models_at_inference": n_models,
                 "images_per_second": len(targets) / seconds,
+                "temperature": temperature,
+                "ece_raw": ece_raw,
             }
             write_report(
                 ev, self.folder / "eval" / split / method, title=f"{method} — {split}", extra=extra
@@ -286,6 +302,8 @@ class Run:
                     "top1": ev.top1,
                     "macro_f1": ev.macro_f1,
                     "ece": ev.ece,
+                    "ece_raw": ece_raw,
+                    "temperature": temperature,
                     "models": n_models,
                     "images_per_second": len(targets) / seconds,
                 }
@@ -293,6 +311,17 @@ class Run:
         if rows:
             _write_comparison(rows, self.folder / "eval" / split, split)
         return results
+
+    def _soft_voting_temperature(self, voting: SoftVoting) -> float:
+        """The temperature ``cook_soups`` fitted for soft voting; fitted now on validation
+        for a run cooked by an older heritage; 1.0 without validation (a refit)."""
+        summary_path = self.folder / "soups" / "soups.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        if "temperature" in summary.get("soft_voting", {}):
+            return float(summary["soft_voting"]["temperature"])
+        if len(self.collection.split("val")) == 0:
+            return 1.0
+        return voting.fit(self.loader("val")).temperature_
 
 
 def _timed_mean_proba(
@@ -314,13 +343,14 @@ def _write_comparison(rows: list[dict], folder: Path, split: str) -> None:
     lines = [
         f"# Methods compared on the {split} split",
         "",
-        "| method | top-1 | macro-F1 | ECE | models at inference | images/s |",
-        "|---|---|---|---|---|---|",
+        "| method | top-1 | macro-F1 | ECE | ECE before temperature | temperature "
+        "| models at inference | images/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| [{r['method']}]({r['method']}/report.md) | {r['top1']:.4f} | "
-            f"{r['macro_f1']:.4f} | {r['ece']:.4f} | {r['models']} | "
-            f"{r['images_per_second']:.1f} |"
+            f"{r['macro_f1']:.4f} | {r['ece']:.4f} | {r['ece_raw']:.4f} | "
+            f"{r['temperature']:.2f} | {r['models']} | {r['images_per_second']:.1f} |"
         )
     (folder / "comparison.md").write_text("\n".join(lines) + "\n")

@@ -16,6 +16,23 @@ import numpy as np
 import torch
 
 
+def check_device(spec: str) -> str:
+    """``spec`` when it names a device (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``, …),
+    else a ValueError saying which names work. Whether that device is present is checked
+    only when it is used (:func:`resolve_device`), so a config written on a GPU machine still
+    loads elsewhere."""
+    if spec == "auto":
+        return spec
+    try:
+        torch.device(spec)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device {spec!r} is not a device name; use auto, cpu, cuda, cuda:N (the N-th GPU) "
+            "or mps"
+        ) from exc
+    return spec
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; anything else is passed to torch."""
     if spec == "auto":
@@ -24,7 +41,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(spec)
+    device = torch.device(check_device(spec))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device {spec!r} was asked for but CUDA is not available; use 'auto' or 'cpu'"

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from heritage.backbones import named_batchnorm_layers
+from heritage.calibration import TemperatureScaling, apply_temperature, fit_temperature
 from heritage.evaluation import evaluate
 from heritage.model import (
     ModelCard,
@@ -177,6 +178,7 @@ class ModelSoup:
     def _score(self, model: nn.Module, loader: DataLoader, classes: list[str]) -> float:
         # targets from the same pass as the predictions, so any loader (shuffled, Subset) works
         logits, targets = predict_logits(model, loader, self._device, self._precision)
+        self._scored[id(model)] = (logits, targets)  # the chosen soup's temperature fits on them
         return SOUP_METRICS[self.metric][0](evaluate(targets, softmax(logits), classes))
 
     def _cook(self, states: list[dict], card: ModelCard, bn_loader: DataLoader | None) -> nn.Module:
@@ -222,6 +224,7 @@ class ModelSoup:
         higher = SOUP_METRICS[self.metric][1]
         sign = 1.0 if higher else -1.0
         classes = list(card.classes)
+        self._scored: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
         if self.recipe == "uniform":
             chosen = list(range(len(states)))
@@ -253,6 +256,11 @@ class ModelSoup:
                     chosen.append(i)
                     self.model_, self.val_score_ = model, score
         self.ingredients_ = [names[i] for i in chosen]
+        # calibrated on the validation pass that scored it; without validation (a refit's
+        # uniform soup) the temperature is the caller's to set
+        scored = self._scored.get(id(self.model_))
+        self.temperature_ = 1.0 if scored is None else fit_temperature(*scored)
+        self._scored = {}
         self.card_ = ModelCard(
             architecture=card.architecture,
             classes=classes,
@@ -265,11 +273,13 @@ class ModelSoup:
                 "metric": self.metric,
                 "bn_recalibrated": bool(self._recalibrate),
             },
+            temperature=self.temperature_,
         )
         return self
 
-    def predict_proba(self, loader: DataLoader) -> np.ndarray:
-        return predict_proba(self.model_, loader, self._device, self._precision)
+    def predict_proba(self, loader: DataLoader, *, calibrated: bool = True) -> np.ndarray:
+        temperature = self.temperature_ if calibrated else 1.0
+        return predict_proba(self.model_, loader, self._device, self._precision, temperature)
 
     def save(self, path: str | Path) -> Path:
         return save_model_file(path, self.model_.state_dict(), self.card_)
@@ -277,7 +287,11 @@ class ModelSoup:
 
 class SoftVoting:
     """The N-model baseline: mean of the checkpoints' softmax outputs. Each member keeps its own
-    BatchNorm statistics, so no recalibration is needed."""
+    BatchNorm statistics, so no recalibration is needed.
+
+    Averaging softens the members' confidences, so the mean gets its own temperature:
+    ``fit(val_loader)`` sets ``temperature_`` (1.0 until then); ``predict_proba`` applies it.
+    """
 
     def __init__(
         self, checkpoints: Sequence[str | Path], device: str = "auto", precision: str = "auto"
@@ -287,6 +301,7 @@ class SoftVoting:
         self.checkpoints = [Path(p) for p in checkpoints]
         self.device = resolve_device(device)
         self.precision = Precision.resolve(precision, self.device)
+        self.temperature_ = 1.0
 
     def load_member(self, path: Path) -> nn.Module:
         model = build_model(load_card(path), load_state(path)).to(self.device)
@@ -299,5 +314,17 @@ class SoftVoting:
             for p in self.checkpoints
         ]
 
-    def predict_proba(self, loader: DataLoader) -> np.ndarray:
-        return np.mean(self.member_probas(loader), axis=0)
+    def fit(self, val_loader: DataLoader) -> SoftVoting:
+        """Fit the temperature of the members' mean on validation images."""
+        probas, targets = [], None
+        for path in self.checkpoints:  # targets from the same passes (any loader order)
+            logits, targets = predict_logits(
+                self.load_member(path), val_loader, self.device, self.precision
+            )
+            probas.append(softmax(logits))
+        self.temperature_ = TemperatureScaling().fit(np.mean(probas, axis=0), targets).temperature_
+        return self
+
+    def predict_proba(self, loader: DataLoader, *, calibrated: bool = True) -> np.ndarray:
+        mean = np.mean(self.member_probas(loader), axis=0)
+        return apply_temperature(mean, self.temperature_) if calibrated else mean

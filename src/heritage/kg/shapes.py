@@ -118,7 +118,19 @@ def validate(data, fmt: str | None = None) -> ValidationResult:
         if not path.is_file():
             raise FileNotFoundError(f"RDF file {path} not found")
         formats = {".ttl": "turtle", ".nt": "nt", ".jsonld": "json-ld", ".json": "json-ld"}
-        graph = rdflib.Graph().parse(str(path), format=fmt or formats.get(path.suffix.lower()))
+        fmt = fmt or formats.get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(
+                f"{path}: unknown RDF format {path.suffix!r}; use a .ttl (Turtle), .nt "
+                "(N-Triples) or .jsonld (JSON-LD) file"
+            )
+        try:
+            graph = rdflib.Graph().parse(str(path), format=fmt)
+        except (SyntaxError, ValueError, rdflib.exceptions.ParserError) as exc:
+            # rdflib's parsers raise SyntaxError (Turtle), ParserError (N-Triples) and
+            # ValueError (JSON-LD, undecodable bytes): one message naming the file
+            problem = " ".join(str(exc).split())
+            raise ValueError(f"{path} is not valid {fmt} RDF: {problem[:300]}") from None
     shapes = rdflib.Graph().parse(data=SHAPES_TTL, format="turtle")
     conforms, report_graph, text = shacl(graph, shacl_graph=shapes, inference="none")
     sh = rdflib.Namespace("http://www.w3.org/ns/shacl#")

@@ -14,7 +14,14 @@ record offers nothing to go on.
 """
 
 from heritage.metadata.base import Modality, Targets
-from heritage.metadata.fusion import FusionConfig, Stacker, TemperatureScaling, out_of_fold
+from heritage.metadata.flat import FlatText
+from heritage.metadata.fusion import (
+    FusionConfig,
+    ModalityChoice,
+    Stacker,
+    TemperatureScaling,
+    out_of_fold,
+)
 from heritage.metadata.image import ImageConfig, ImageModel, aggregate_images
 from heritage.metadata.multitask import MultiTaskConfig, MultiTaskImageModel
 from heritage.metadata.persist import ModelFileError, register_modality_class
@@ -48,6 +55,7 @@ __all__ = [
     "TEXT_ENCODERS",
     "EmbeddingCache",
     "EncoderText",
+    "FlatText",
     "FocalHeadConfig",
     "FocalHeads",
     "FusionConfig",
@@ -55,6 +63,7 @@ __all__ = [
     "ImageModel",
     "MetadataPredictor",
     "Modality",
+    "ModalityChoice",
     "ModelFileError",
     "MultiTaskConfig",
     "MultiTaskImageModel",

@@ -56,7 +56,12 @@ class Targets:
                 )
             classes[prop] = values
         if problems:
-            raise RecordError(f"{records.source}: " + "; ".join(problems))
+            raise RecordError(
+                f"{records.source}: "
+                + "; ".join(problems)
+                + ". A property needs two known values to choose between: fill in values on more "
+                "training records, or leave it out of --properties."
+            )
         return cls.encode(records, classes)
 
     def subset(self, index: np.ndarray) -> Targets:

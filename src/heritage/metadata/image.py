@@ -61,8 +61,16 @@ class ImageConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        from heritage.backbones import BackboneError, check_backbone
+        from heritage.runtime import check_device
+
         if self.aggregate not in ("mean", "max_confidence"):
             raise ValueError(f"aggregate must be mean or max_confidence, got {self.aggregate!r}")
+        try:  # a typo stops here, before any other modality is fitted
+            check_backbone(self.backbone)
+        except BackboneError as exc:
+            raise ValueError(f"image config: {exc}") from None
+        check_device(self.device)
 
 
 def aggregate_images(proba: np.ndarray, owner: np.ndarray, n_records: int, how: str) -> np.ndarray:

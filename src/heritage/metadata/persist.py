@@ -387,12 +387,13 @@ def register_modality_class(cls: type[Modality]) -> type[Modality]:
 
 def _known_modalities() -> dict[str, type[Modality]]:
     # heritage's own, imported here (their modules import this one)
+    from heritage.metadata.flat import FlatText
     from heritage.metadata.image import ImageModel
     from heritage.metadata.multitask import MultiTaskImageModel
     from heritage.metadata.tabular import TabularModel
     from heritage.metadata.text import EncoderText, TfidfText
 
-    builtin = (TfidfText, EncoderText, TabularModel, ImageModel, MultiTaskImageModel)
+    builtin = (TfidfText, FlatText, EncoderText, TabularModel, ImageModel, MultiTaskImageModel)
     return {**{c.__name__: c for c in builtin}, **_MODALITY_CLASSES}
 
 

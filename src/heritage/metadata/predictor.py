@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import numpy as np
 import pandas as pd
@@ -35,12 +35,15 @@ import pandas as pd
 from heritage.evaluation import evaluate, expected_calibration_error
 from heritage.locking import locks_folder
 from heritage.metadata.base import Modality, Targets
+from heritage.metadata.flat import FlatText
 from heritage.metadata.fusion import (
     FusionConfig,
+    ModalityChoice,
     Stacker,
     StackerKind,
     TemperatureScaling,
     fold_indices,
+    fusion_from_state,
     out_of_fold,
 )
 from heritage.metadata.persist import (
@@ -67,7 +70,7 @@ __all__ = [
     "make_modality",
 ]
 
-MODALITY_NAMES = ("tfidf", "use", "e5", "tabular", "image", "image_multitask")
+MODALITY_NAMES = ("tfidf", "flat", "use", "e5", "tabular", "image", "image_multitask")
 STATUSES = ("predicted", "catalogued", "no prediction")
 PREDICTION_COLUMNS = (
     "record",
@@ -92,13 +95,16 @@ LEGACY_MODEL_FILE = "predictor.joblib"
 def make_modality(
     name: str, *, seed: int = 0, cache_dir: str | Path | None = None, **options: Any
 ) -> Modality:
-    """A modality by short name (``tfidf``, ``use``, ``e5``, ``tabular``, ``image`` (frozen
+    """A modality by short name (``tfidf``, ``flat`` (TF-IDF of texts and tabular fields
+    together, :mod:`heritage.metadata.flat`), ``use``, ``e5``, ``tabular``, ``image`` (frozen
     features), ``image_multitask`` (fine-tuned, one head per property); the ``text_`` prefix
     is accepted too). ``options`` go to the image modality's config (:class:`ImageConfig` or
     :class:`MultiTaskConfig`, whose ``train`` mapping is a training config)."""
     key = name.removeprefix("text_")
     if key == "tfidf":
         return TfidfText()
+    if key == "flat":
+        return FlatText()
     if key in ("use", "e5"):
         return EncoderText(key, cache_dir=cache_dir)
     if key == "tabular":
@@ -135,14 +141,30 @@ def _check_options(name: str, options: dict[str, Any], config: type) -> None:
         raise ValueError(f"unknown {name} options {unknown}; valid: {sorted(known)}")
 
 
+def _can_read(name: str, spec: RecordSpec) -> bool:
+    """Whether a modality (by its name) has a column of the spec to read."""
+    fields = bool(spec.tabular_columns) or len(spec.properties) > 1  # properties inform others
+    if name == "text_flat":
+        return bool(spec.text_columns) or fields
+    if name.startswith("text_"):
+        return bool(spec.text_columns)
+    if name == "tabular":
+        return fields
+    if name.startswith("image"):
+        return bool(spec.image_columns)
+    return True  # a modality of the user's own: it knows what it reads
+
+
 def default_modalities(table: RecordTable) -> list[str]:
     """What the table can feed: TF-IDF and USE for texts (both cheap; e5 is opt-in, it costs
-    minutes of encoding on a CPU), tabular for other fields or several properties, image for
-    image columns."""
+    minutes of encoding on a CPU), tabular for other fields or several properties, the flat
+    TF-IDF of texts and fields together, image for image columns."""
     spec = table.spec
     names = ["tfidf", "use"] if spec.text_columns else []
     if spec.tabular_columns or len(spec.properties) > 1:
         names.append("tabular")
+    if spec.text_columns or spec.tabular_columns:
+        names.append("flat")
     if spec.image_columns:
         names.append("image")
     return names
@@ -228,6 +250,25 @@ class MetadataPredictor:
         dup = sorted({n for n in seen if seen.count(n) > 1})
         if dup:
             raise ValueError(f"modalities {dup} are given twice")
+        blind = [m.name for m in mods if not _can_read(m.name, table.spec)]
+        if blind:
+            spec = table.spec
+            has = [
+                f"{role}: {', '.join(cols)}"
+                for role, cols in (
+                    ("text", list(spec.text_columns)),
+                    ("image", list(spec.image_columns)),
+                    ("tabular", list(spec.tabular_columns)),
+                )
+                if cols
+            ]
+            raise RecordError(
+                f"{table.source}: modality {', '.join(map(repr, blind))} has no column to read "
+                f"(the table has {'; '.join(has) or 'no text, image or tabular column'}). Texts "
+                "feed tfidf, use and e5 (text_<lang> columns or --text-columns), images feed "
+                "image (--image-columns), other fields feed tabular (--tabular-columns, or "
+                "several --properties); choose --modalities accordingly."
+            )
         return mods
 
     def fit(self, records: RecordTable, validation: RecordTable | None = None) -> MetadataPredictor:
@@ -260,7 +301,7 @@ class MetadataPredictor:
             val_targets = Targets.encode(validation, self.classes_)
             val_blocks = self.modality_proba(validation)
 
-        self.stackers_: dict[str, Stacker] = {}
+        self.stackers_: dict[str, Stacker | ModalityChoice] = {}
         self.calibrators_: dict[str, TemperatureScaling | None] = {}
         self.selection_: dict[str, dict[str, Any]] = {}
         self.calibration_: dict[str, dict[str, Any]] = {}
@@ -271,9 +312,15 @@ class MetadataPredictor:
             blocks = [b[rows] for b in blocks]
             y = y[rows]
             if len(np.unique(y)) < 2:
+                readable = sorted({names[c] for c in y})
                 raise RecordError(
-                    f"property {prop!r}: fewer than two of its values occur on training records "
-                    "that any modality can read (they have no text, image or tabular value)"
+                    f"{records.source}: property {prop!r} has {len(readable)} value(s) "
+                    f"{readable} on training records that the modalities "
+                    f"({', '.join(m.name for m in self.modalities_)}) can read, and needs at "
+                    "least 2: the other values' records have no text, image or tabular value "
+                    "these modalities read (a missing or unreadable image file does not count). "
+                    "Fill those in, or add modalities for the columns the records do have "
+                    "(--modalities)."
                 )
             held: tuple[list[np.ndarray], np.ndarray] | None = None
             if val_blocks is not None:
@@ -297,11 +344,12 @@ class MetadataPredictor:
         y: np.ndarray,
         held: tuple[list[np.ndarray], np.ndarray] | None,
     ) -> None:
-        """Choose the stacker on held-out data (validation, else cross-validation on the
-        out-of-fold inputs), then calibrate on the same held-out predictions."""
+        """Choose the fusion on held-out data (validation, else cross-validation on the
+        out-of-fold inputs) among the stackers and, with ``select_modalities``, each single
+        modality; then calibrate on the same held-out predictions."""
         cfg = self.fusion
         kinds: list[StackerKind] = (
-            ["logistic", "lightgbm", "blend"]
+            list(get_args(StackerKind))
             if cfg.stacker == "auto"
             else [cast(StackerKind, cfg.stacker)]
         )
@@ -310,16 +358,16 @@ class MetadataPredictor:
         def stacker(kind: StackerKind) -> Stacker:
             return Stacker(kind, k, modality_dropout=cfg.modality_dropout, seed=cfg.seed)
 
-        scores, held_proba, fitted = {}, {}, {}
+        held_proba: dict[str, np.ndarray] = {}
+        fitted: dict[str, Stacker] = {}
         if held is not None:
-            data = "validation"
-            hy = held[1]
+            data, held_blocks, hy = "validation", held[0], held[1]
             for kind in kinds:
                 fitted[kind] = stacker(kind).fit(blocks, y)
-                held_proba[kind] = fitted[kind].predict_proba(held[0])
+                held_proba[kind] = fitted[kind].predict_proba(held_blocks)
         else:
-            data = "cross-validation"
-            hy = y
+            # the out-of-fold inputs are already held out for the modalities
+            data, held_blocks, hy = "cross-validation", blocks, y
             n_folds = min(cfg.folds, len(y))
             for kind in kinds:
                 proba = np.full((len(y), k), np.nan)
@@ -327,12 +375,32 @@ class MetadataPredictor:
                     st = stacker(kind).fit([b[fit_idx] for b in blocks], y[fit_idx])
                     proba[held_idx] = st.predict_proba([b[held_idx] for b in blocks])
                 held_proba[kind] = proba
-        for kind in kinds:
-            scores[kind] = _macro_f1(hy, held_proba[kind], classes)
-        # on a tie, the simpler: logistic, then LightGBM, then the blend of both
-        chosen = max(kinds, key=lambda kd: (scores[kd], -kinds.index(kd)))
-        self.stackers_[prop] = fitted.get(chosen) or stacker(chosen).fit(blocks, y)
-        self.selection_[prop] = {"chosen": chosen, "macro_f1": scores, "data": data, "n": len(hy)}
+        scores = {kind: _macro_f1(hy, held_proba[kind], classes) for kind in kinds}
+        # on a tie, the simpler: the order of StackerKind
+        best = max(kinds, key=lambda kd: (scores[kd], -kinds.index(kd)))
+        candidates: list[str] = list(kinds)
+        names = [m.name for m in self.modalities_]
+        if cfg.select_modalities and len(names) > 1:
+            for i, name in enumerate(names):
+                own = held_blocks[i]
+                here = ~np.isnan(own).any(axis=1)
+                proba = held_proba[best].copy()
+                proba[here] = own[here]
+                held_proba[name] = proba
+                scores[name] = _macro_f1(hy, proba, classes)
+                candidates.append(name)
+        chosen = max(candidates, key=lambda c: (scores[c], -candidates.index(c)))
+        fusion: Stacker | ModalityChoice = fitted.get(best) or stacker(best).fit(blocks, y)
+        if chosen not in kinds:  # a single modality, the best stacker where it is absent
+            fusion = ModalityChoice(names.index(chosen), chosen, fusion)
+        self.stackers_[prop] = fusion
+        self.selection_[prop] = {
+            "chosen": chosen,
+            "stacker": best,
+            "macro_f1": scores,
+            "data": data,
+            "n": len(hy),
+        }
 
         before = held_proba[chosen]
         info: dict[str, Any] = {
@@ -578,7 +646,7 @@ class MetadataPredictor:
                 m if isinstance(m, str) else by_name[m["fitted"]].clone()
                 for m in settings["modalities"]
             ]
-        model.stackers_ = {p: Stacker.from_state(st, arrays) for p, st in tree["stackers"].items()}
+        model.stackers_ = {p: fusion_from_state(st, arrays) for p, st in tree["stackers"].items()}
         model.calibrators_ = {
             p: None if cal is None else TemperatureScaling.from_state(cal)
             for p, cal in tree["calibrators"].items()

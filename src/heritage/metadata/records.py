@@ -23,7 +23,15 @@ import pandas as pd
 
 from heritage.collection import _known_spelling, _labels_table, _latest_labels
 
-__all__ = ["SPLITS", "ExtraLabelsReport", "RecordError", "RecordSpec", "RecordTable"]
+__all__ = [
+    "SPLITS",
+    "ExtraLabelsReport",
+    "RecordError",
+    "RecordSpec",
+    "RecordTable",
+    "read_columns",
+    "read_records_csv",
+]
 
 SPLITS = ("train", "val", "test")
 _SPLIT_SYNONYMS = {"valid": "val", "validation": "val", "dev": "val"}
@@ -45,6 +53,27 @@ def _format_problems(header: str, problems: Sequence[str], limit: int = _MAX_LIN
 def _normalise_split(value: str) -> str:
     v = value.strip().lower()
     return _SPLIT_SYNONYMS.get(v, v)
+
+
+def read_records_csv(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
+    """A records CSV as strings (``""`` for an empty cell); a missing, empty or unreadable
+    file is a :class:`RecordError` naming it."""
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise RecordError(f"Records file {path} not found; check the path.")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, nrows=nrows)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RecordError(
+            f"Records file {path} could not be read as CSV ({exc}); save it as UTF-8 CSV "
+            "with a header row."
+        ) from exc
+
+
+def read_columns(path: str | Path) -> list[str]:
+    """The column names of a records CSV (its header row), or a :class:`RecordError` naming
+    the file when it is missing, empty or not CSV."""
+    return [str(c) for c in read_records_csv(path, nrows=0).columns]
 
 
 @dataclass
@@ -237,15 +266,7 @@ class RecordTable:
         """Read a UTF-8 CSV; relative image paths resolve against the CSV's folder unless the
         spec names an ``image_root``."""
         path = Path(path).expanduser().absolute()
-        if not path.is_file():
-            raise RecordError(f"Records file {path} not found; check the path.")
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise RecordError(
-                f"Records file {path} could not be read as CSV ({exc}); save it as UTF-8 CSV "
-                "with a header row."
-            ) from exc
+        df = read_records_csv(path)
         return cls.from_frame(
             df,
             spec,

@@ -82,7 +82,7 @@ class TabularModel(Modality):
             else:
                 index = {c: i for i, c in enumerate(kind)}
                 out[col] = np.array([index.get(v, np.nan) for v in values], dtype=float)
-        return pd.DataFrame(out)
+        return pd.DataFrame(out, index=range(len(records)))  # rows even without a column
 
     def fit(self, records: RecordTable, targets: Targets) -> TabularModel:
         import lightgbm as lgb

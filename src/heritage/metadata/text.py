@@ -414,6 +414,48 @@ class TfidfConfig:
     max_iter: int = 1000
 
 
+class CharTfidf(TfidfVectorizer):
+    """A ``TfidfVectorizer`` whose fit keeps every n-gram when none occurs in ``min_df``
+    texts, instead of failing with scikit-learn's "After pruning, no terms remain": a handful
+    of short texts that share no n-gram is a small collection, not an error. Saved and loaded
+    as a plain ``TfidfVectorizer`` (its parameters then hold the ``min_df`` it used)."""
+
+    def _pruned_to_nothing(self, exc: ValueError) -> bool:
+        return self.min_df != 1 and "no terms remain" in str(exc)
+
+    def fit(self, raw_documents: Any, y: Any = None) -> CharTfidf:
+        documents = list(raw_documents)
+        try:
+            return super().fit(documents, y)
+        except ValueError as exc:
+            if not self._pruned_to_nothing(exc):
+                raise
+            self.set_params(min_df=1)
+            return super().fit(documents, y)
+
+    def fit_transform(self, raw_documents: Any, y: Any = None) -> Any:
+        documents = list(raw_documents)
+        try:
+            return super().fit_transform(documents, y)
+        except ValueError as exc:
+            if not self._pruned_to_nothing(exc):
+                raise
+            self.set_params(min_df=1)
+            return super().fit_transform(documents, y)
+
+
+def char_tfidf(config: TfidfConfig, n_docs: int) -> TfidfVectorizer:
+    """The character n-gram vectoriser of :class:`TfidfConfig` (unfitted)."""
+    return CharTfidf(
+        analyzer="char_wb",
+        ngram_range=config.ngram_range,
+        min_df=min(config.min_df, n_docs),
+        max_features=config.max_features,
+        sublinear_tf=True,
+        dtype=np.float32,
+    )
+
+
 class TfidfText(Modality):
     """TF-IDF over the concatenation of a record's texts + balanced logistic regression per
     property. Learnt state: ``vectorizer_``, ``models_`` (property -> model or None),
@@ -435,7 +477,6 @@ class TfidfText(Modality):
         return ["\n".join(t for _, t in record) for record in texts]
 
     def fit(self, records: RecordTable, targets: Targets) -> TfidfText:
-        cfg = self.config
         texts, usable = _usable_text(records)
         docs = self._documents(texts)
         self.classes_ = {p: list(c) for p, c in targets.classes.items()}
@@ -445,15 +486,13 @@ class TfidfText(Modality):
             self.vectorizer_ = None
             self.models_ = dict.fromkeys(self.classes_)
             return self
-        self.vectorizer_ = TfidfVectorizer(
-            analyzer="char_wb",
-            ngram_range=cfg.ngram_range,
-            min_df=min(cfg.min_df, len(train_docs)),
-            max_features=cfg.max_features,
-            sublinear_tf=True,
-            dtype=np.float32,
-        ).fit(train_docs)
-        x = self.vectorizer_.transform(docs)
+        self.vectorizer_ = char_tfidf(self.config, len(train_docs)).fit(train_docs)
+        self._fit_models(self.vectorizer_.transform(docs), usable, targets)
+        return self
+
+    def _fit_models(self, x: Any, usable: np.ndarray, targets: Targets) -> None:
+        """One balanced logistic regression per property on the rows with input and label."""
+        cfg = self.config
         for prop, codes in targets.codes.items():
             rows = np.flatnonzero(usable & (codes >= 0))
             if len(np.unique(codes[rows])) < 2:
@@ -464,7 +503,19 @@ class TfidfText(Modality):
                 C=cfg.C, class_weight=cfg.class_weight, max_iter=cfg.max_iter, solver="newton-cg"
             ).fit(x[rows], codes[rows])
             self.models_[prop] = (model, model.classes_)
-        return self
+
+    def _predict_models(self, x: Any, usable: np.ndarray) -> dict[str, np.ndarray]:
+        """Per property, probabilities on the ``usable`` rows (``x`` holds only those)."""
+        out = {p: absent(len(usable), len(c)) for p, c in self.classes_.items()}
+        if x is None or not usable.any():
+            return out
+        for prop, fitted in self.models_.items():
+            if fitted is not None:
+                model, seen = fitted
+                out[prop][usable] = expand_proba(
+                    model.predict_proba(x), seen, len(self.classes_[prop])
+                )
+        return out
 
     def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
         models = {}
@@ -511,13 +562,7 @@ class TfidfText(Modality):
             return out
         docs = self._documents(texts)
         x = self.vectorizer_.transform([d for d, u in zip(docs, usable, strict=True) if u])
-        for prop, fitted in self.models_.items():
-            if fitted is not None:
-                model, seen = fitted
-                out[prop][usable] = expand_proba(
-                    model.predict_proba(x), seen, len(self.classes_[prop])
-                )
-        return out
+        return self._predict_models(x, usable)
 
 
 class EncoderText(Modality):

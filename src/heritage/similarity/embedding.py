@@ -40,6 +40,19 @@ class EmbeddingConfig:
     batch_size: int = 32
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        """A typo in the backbone or device stops here, before any image is read."""
+        from heritage.backbones import BackboneError, check_backbone
+        from heritage.runtime import check_device
+
+        try:
+            check_backbone(self.backbone)
+        except BackboneError as exc:
+            raise ValueError(str(exc)) from None
+        check_device(self.device)
+        if self.resize_mode not in ("crop", "squash", "pad"):
+            raise ValueError(f"resize_mode must be crop, squash or pad, got {self.resize_mode!r}")
+
     def identity(self) -> dict[str, Any]:
         """What determines the features (device and batch size do not)."""
         d = asdict(self)

@@ -52,7 +52,13 @@ class ItemTable:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"item table not found: {path}")
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise TripletError(
+                f"item table {path} could not be read as CSV ({exc}); save it as UTF-8 CSV "
+                "with a header row: an id column and one column of image paths per group"
+            ) from None
         if len(frame) == 0:
             raise TripletError(f"{path} has no data rows; add one row per item.")
         id_column = id_column or str(frame.columns[0])

@@ -53,7 +53,15 @@ def list_images(
         return [(p.relative_to(source).as_posix(), str(p.resolve())) for p in files]
     if not source.is_file():
         raise FileNotFoundError(f"collection not found: {source}")
-    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{source} could not be read as CSV ({exc}); pass a folder of images, or a UTF-8 "
+            "CSV manifest with a header row and a column of image paths"
+        ) from None
+    if len(frame) == 0:
+        raise ValueError(f"{source} has no data rows; add one row per image")
     if image_column is None:
         looks = [
             c
@@ -70,6 +78,13 @@ def list_images(
         raise ValueError(f"{source}: no id column {id_column!r}")
     paths = frame[image_column].str.strip()
     ids = frame[id_column].str.strip() if id_column else paths
+    empty = (paths == "") | (ids == "")
+    if empty.any():
+        rows = ", ".join(str(r + 1) for r in empty.to_numpy().nonzero()[0][:10])
+        raise ValueError(
+            f"{source}: row(s) {rows} have an empty image path or id (row = data row, 1-based); "
+            "fill them in or remove those rows"
+        )
     dup = ids[ids.duplicated()]
     if len(dup):
         raise ValueError(f"{source}: duplicate id {dup.iloc[0]!r} (row {dup.index[0] + 1})")
@@ -198,8 +213,15 @@ def _grow_index(
             index.add(vectors, [i for i, _ in ok])
             paths.update(dict(ok))
             report.added += [i for i, _ in ok]
-        index.save(out)
-        (out / "paths.json").write_text(json.dumps(paths))
+        if len(index):
+            index.save(out)
+            (out / "paths.json").write_text(json.dumps(paths))
+    if len(index) == 0:  # nothing to search: say why instead of saving an empty index
+        shown = "; ".join(f"{p} ({r})" for p, r in list(report.skipped.items())[:3])
+        raise ValueError(
+            f"no image could be embedded (all {len(report.skipped)} skipped, e.g. {shown}); "
+            "check the paths and that the files are images"
+        )
     if not (out / "index.json").is_file():
         index.save(out)
         (out / "paths.json").write_text(json.dumps(paths))

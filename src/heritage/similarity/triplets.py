@@ -151,6 +151,14 @@ class TripletTable:
             if len(set(known)) != len(known):
                 raise TripletError(f"{source}: the item list has duplicate ids")
             known_set = set(known)
+            used = sorted({v for c in REQUIRED for v in ids[c] if v}, key=_natural)
+            if used and not known_set.intersection(used):
+                raise TripletError(
+                    f"{source}: none of the {len(used)} item ids its triplets use (e.g. "
+                    f"{', '.join(map(repr, used[:3]))}) is in the item table (whose ids are e.g. "
+                    f"{', '.join(map(repr, known[:3]))}); check that both files are about the "
+                    "same items and that --id-column names the item table's id column"
+                )
             for c in REQUIRED:
                 bad = np.array([v != "" and v not in known_set for v in ids[c]], dtype=bool)
                 problems += [

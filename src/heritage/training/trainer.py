@@ -30,7 +30,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,21 +42,25 @@ from torch.utils.data import DataLoader
 
 from heritage.backbones import (
     DEFAULT_BACKBONE,
+    BackboneError,
     ResizeMode,
     architecture_of,
     batchnorm_layers,
+    check_backbone,
     create_backbone,
     resolve_preprocessing,
 )
-from heritage.collection import Collection
+from heritage.calibration import fit_temperature, softmax
+from heritage.collection import Collection, CollectionError
 from heritage.data import AugmentConfig, ImageCache, ImageDataset, eval_transform, train_transform
 from heritage.evaluation import evaluate
 from heritage.locking import folder_lock
-from heritage.model import ModelCard, predict_logits, softmax
+from heritage.model import ModelCard, predict_logits
 from heritage.probe import LinearProbe, extract_features
 from heritage.progress import console, progress_bar
 from heritage.runtime import (
     Precision,
+    check_device,
     configure_threads,
     hardware_label,
     resolve_device,
@@ -154,6 +158,11 @@ class TrainConfig:
             raise ValueError("val_fraction + test_fraction must be in [0, 1)")
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {self.image_size}")
+        try:  # a typo in a name stops here, not after the collection is read and split
+            check_backbone(self.backbone)
+        except BackboneError as exc:
+            raise ValueError(str(exc)) from None
+        check_device(self.device)
         input_mixing = self.mix.method in ("mixup", "cutmix", "mixup_cutmix")
         if self.entropy.enabled and self.entropy.per_class and input_mixing:
             raise ValueError(
@@ -419,6 +428,12 @@ class Trainer:
         :class:`~heritage.locking.FolderLocked` at once.
         """
         cfg = self.config
+        if len(collection.classes) < 2:  # before anything is written
+            raise CollectionError(
+                f"the collection at {collection.root} has {len(collection.classes)} class(es) "
+                f"({', '.join(map(repr, collection.classes))}); a classifier learns to tell "
+                "classes apart and needs at least 2"
+            )
         objective = create_objective(cfg.mix, len(collection.classes), cfg.label_smoothing)
         # within-class pieces (SynerMix-Intra, per-class entropy) need two images per class
         wants_pairs = objective.needs_class_pairs or (cfg.entropy.enabled and cfg.entropy.per_class)
@@ -628,7 +643,7 @@ class Trainer:
                 epoch,
                 {k: v for k, v in metrics.items() if k.startswith("val_")},
                 model.state_dict(),
-                card,
+                replace(card, temperature=metrics.get("val_temperature", 1.0)),
                 cycle_end=epoch in cycle_end_epochs,
                 pinned=epoch in cfg.keep_epochs,
             )
@@ -721,13 +736,14 @@ class Trainer:
         logits, targets = predict_logits(
             model, loader, device, precision, channels_last=self.config.channels_last
         )
-        proba = softmax(logits)
-        ev = evaluate(targets, proba, classes)
+        ev = evaluate(targets, softmax(logits), classes)
+        temperature = fit_temperature(logits, targets)
         return {
             "val_loss": ev.nll,
             "val_top1": ev.top1,
             "val_macro_f1": ev.macro_f1,
             "val_ece": ev.ece,
+            "val_temperature": temperature,  # the checkpoint's calibration (its card)
         }
 
 
@@ -872,7 +888,18 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file not found: {path}")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(
+            f"config file {path} is not valid YAML{line}: {problem}; write one option: value "
+            "per line"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not a UTF-8 text file") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: a config file must be a YAML mapping of option: value")
     top_level = {k: v for k, v in loaded.items() if k not in ("data", "train")}

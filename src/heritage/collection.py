@@ -36,6 +36,7 @@ __all__ = [
     "check_image",
     "image_list",
     "load_image",
+    "read_csv_strings",
     "to_rgb",
 ]
 
@@ -134,6 +135,25 @@ def _repeated_images(
         )
         out.append(f"rows {rows_text}: {images[positions[0]]} (labelled {seen})")
     return out
+
+
+def read_csv_strings(
+    path: str | Path,
+    error: Callable[[str], Exception],
+    name: str,
+    hint: str = "",
+    *,
+    nrows: int | None = None,
+) -> pd.DataFrame:
+    """A user's CSV with every cell a string (``""`` for a blank one, never NaN), or
+    ``error("<name> could not be read as CSV (<why>); <hint>")`` for a file pandas cannot
+    parse (not CSV, no header, not UTF-8): the one place heritage reads a table a user wrote."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, nrows=nrows)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise error(
+            f"{name} could not be read as CSV ({exc})" + (f"; {hint}" if hint else "")
+        ) from exc
 
 
 # --------------------------------------------------------------------------- images
@@ -288,13 +308,12 @@ def _labels_table(
                 f"Labels file {path} not found; check the path (`heritage kg reviews -o FILE` "
                 "writes one)."
             )
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise error(
-                f"Labels file {path} could not be read as CSV ({exc}); pass the UTF-8 CSV that "
-                "`heritage kg reviews` writes, with a header row."
-            ) from exc
+        df = read_csv_strings(
+            path,
+            error,
+            f"Labels file {path}",
+            "pass the UTF-8 CSV that `heritage kg reviews` writes, with a header row.",
+        )
     columns = [str(c) for c in df.columns]
     missing = [c for c in LABEL_TABLE_COLUMNS if c not in columns]
     if missing:
@@ -475,13 +494,12 @@ class Collection:
         if not manifest.is_file():
             raise CollectionError(f"Manifest {manifest} not found; check the path.")
         root = manifest.parent if root is None else Path(root).expanduser().absolute()
-        try:
-            df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise CollectionError(
-                f"Manifest {manifest} could not be read as CSV ({exc}); save it as UTF-8 CSV "
-                "with a header row."
-            ) from exc
+        df = read_csv_strings(
+            manifest,
+            CollectionError,
+            f"Manifest {manifest}",
+            "save it as UTF-8 CSV with a header row.",
+        )
         columns = [str(c) for c in df.columns]
         available = ", ".join(repr(c) for c in columns)
         missing = [

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from heritage.collection import read_csv_strings
 from heritage.kg.predictions import PREDICTION_COLUMNS, PredictionKind, normalise_predictions
 from heritage.kg.provenance import Activity, provenance_lines
 from heritage.kg.terms import (
@@ -186,10 +187,7 @@ class Catalogue:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"records file {path} not found")
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} could not be read as CSV ({exc})") from exc
+        df = read_csv_strings(path, ValueError, str(path))
         if not isinstance(literals, Mapping):
             literals = {c: _language_of(c) for c in literals}
         return cls(df, id_column or str(df.columns[0]), tuple(concepts), dict(literals), str(path))

@@ -23,6 +23,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from heritage.collection import read_csv_strings
+
 __all__ = [
     "PREDICTION_COLUMNS",
     "PredictionKind",
@@ -71,10 +73,7 @@ def read_predictions(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"predictions file {path} not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} could not be read as CSV ({exc})") from exc
+    df = read_csv_strings(path, ValueError, str(path))
     return normalise_predictions(df, kind, prop, source=str(path))
 
 

@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from heritage.collection import _known_spelling, _labels_table, _latest_labels
+from heritage.collection import (
+    _known_spelling,
+    _labels_table,
+    _latest_labels,
+    read_csv_strings,
+)
 
 __all__ = [
     "SPLITS",
@@ -61,13 +66,13 @@ def read_records_csv(path: str | Path, nrows: int | None = None) -> pd.DataFrame
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise RecordError(f"Records file {path} not found; check the path.")
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, nrows=nrows)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RecordError(
-            f"Records file {path} could not be read as CSV ({exc}); save it as UTF-8 CSV "
-            "with a header row."
-        ) from exc
+    return read_csv_strings(
+        path,
+        RecordError,
+        f"Records file {path}",
+        "save it as UTF-8 CSV with a header row.",
+        nrows=nrows,
+    )
 
 
 def read_columns(path: str | Path) -> list[str]:

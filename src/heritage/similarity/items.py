@@ -12,9 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from heritage.collection import IMAGE_SUFFIXES
+from heritage.collection import IMAGE_SUFFIXES, read_csv_strings
 from heritage.similarity.triplets import TripletError
 
 __all__ = ["ItemTable"]
@@ -52,13 +50,13 @@ class ItemTable:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"item table not found: {path}")
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise TripletError(
-                f"item table {path} could not be read as CSV ({exc}); save it as UTF-8 CSV "
-                "with a header row: an id column and one column of image paths per group"
-            ) from None
+        frame = read_csv_strings(
+            path,
+            TripletError,
+            f"item table {path}",
+            "save it as UTF-8 CSV with a header row: an id column and one column of image "
+            "paths per group",
+        )
         if len(frame) == 0:
             raise TripletError(f"{path} has no data rows; add one row per item.")
         id_column = id_column or str(frame.columns[0])

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from heritage.collection import IMAGE_SUFFIXES
+from heritage.collection import IMAGE_SUFFIXES, read_csv_strings
 from heritage.locking import folder_lock
 from heritage.similarity.embedding import EmbeddingConfig, ImageEmbedder
 from heritage.similarity.index import IndexKind, SimilarityIndex
@@ -53,13 +52,13 @@ def list_images(
         return [(p.relative_to(source).as_posix(), str(p.resolve())) for p in files]
     if not source.is_file():
         raise FileNotFoundError(f"collection not found: {source}")
-    try:
-        frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(
-            f"{source} could not be read as CSV ({exc}); pass a folder of images, or a UTF-8 "
-            "CSV manifest with a header row and a column of image paths"
-        ) from None
+    frame = read_csv_strings(
+        source,
+        ValueError,
+        str(source),
+        "pass a folder of images, or a UTF-8 CSV manifest with a header row and a column of "
+        "image paths",
+    )
     if len(frame) == 0:
         raise ValueError(f"{source} has no data rows; add one row per image")
     if image_column is None:

@@ -479,7 +479,7 @@ def evaluate_cmd(
     metrics.json, report.md and PNGs."""
     from heritage.calibration import softmax
     from heritage.collection import CollectionError
-    from heritage.evaluation import evaluate, write_report
+    from heritage.evaluation import evaluate, expected_calibration_error, write_report
     from heritage.locking import FolderLocked, folder_lock
     from heritage.model import ImageClassifier, model_stem
     from heritage.run import Run, RunError
@@ -531,7 +531,7 @@ def evaluate_cmd(
         extra = {
             "split": split,
             "temperature": clf.temperature_,
-            "ece_raw": evaluate(y, softmax(logits), clf.classes_).ece,
+            "ece_raw": expected_calibration_error(y, softmax(logits)),
         }
         stem = model_stem(target)
         folder = out or stem.parent / f"eval_{stem.name}"

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from heritage.calibration import apply_temperature
 from heritage.collection import Collection
 from heritage.data import ImageCache, ImageDataset, eval_transform
-from heritage.evaluation import Evaluation, evaluate, write_report
+from heritage.evaluation import Evaluation, evaluate, expected_calibration_error, write_report
 from heritage.locking import folder_lock
 from heritage.model import ImageClassifier, ModelCard, load_card, model_paths, predict_proba
 from heritage.progress import console
@@ -283,7 +283,7 @@ class Run:
             raw, seconds = _timed_mean_proba(models, loader, device, precision)
             n_models = len(models)
             ev = evaluate(targets, apply_temperature(raw, temperature), classes)
-            ece_raw = evaluate(targets, raw, classes).ece
+            ece_raw = expected_calibration_error(targets, raw)
             results[method] = ev
             extra = {
                 "run": str(self.folder),

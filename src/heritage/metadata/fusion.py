@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 StackerKind = Literal["logistic", "pool", "lightgbm", "blend"]
-_KINDS: tuple[StackerKind, ...] = get_args(StackerKind)
+STACKER_KINDS: tuple[StackerKind, ...] = get_args(StackerKind)  # simplest first
 _LOG_FLOOR = 1e-4  # log(1e-4) ≈ -9.2: a confident "no" without an unbounded feature
 
 
@@ -90,8 +90,10 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ValueError(f"folds must be >= 2 for out-of-fold stacking, got {self.folds}")
-        if self.stacker not in ("auto", *_KINDS):
-            raise ValueError(f"stacker must be auto or one of {_KINDS}, got {self.stacker!r}")
+        if self.stacker not in ("auto", *STACKER_KINDS):
+            raise ValueError(
+                f"stacker must be auto or one of {STACKER_KINDS}, got {self.stacker!r}"
+            )
         if self.calibration not in ("temperature", "none"):
             raise ValueError(f"calibration must be temperature or none, got {self.calibration!r}")
 
@@ -185,8 +187,8 @@ class Stacker:
         modality_dropout: bool = True,
         seed: int = 0,
     ) -> None:
-        if kind not in _KINDS:
-            raise ValueError(f"stacker kind must be one of {_KINDS}, got {kind!r}")
+        if kind not in STACKER_KINDS:
+            raise ValueError(f"stacker kind must be one of {STACKER_KINDS}, got {kind!r}")
         self.kind = kind
         self.n_classes = n_classes
         self.modality_dropout = modality_dropout

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from heritage.locking import locks_folder
 from heritage.metadata.base import Modality, Targets
 from heritage.metadata.flat import FlatText
 from heritage.metadata.fusion import (
+    STACKER_KINDS,
     FusionConfig,
     ModalityChoice,
     Stacker,
@@ -349,9 +350,7 @@ class MetadataPredictor:
         modality; then calibrate on the same held-out predictions."""
         cfg = self.fusion
         kinds: list[StackerKind] = (
-            list(get_args(StackerKind))
-            if cfg.stacker == "auto"
-            else [cast(StackerKind, cfg.stacker)]
+            list(STACKER_KINDS) if cfg.stacker == "auto" else [cast(StackerKind, cfg.stacker)]
         )
         k = len(classes)
 

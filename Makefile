@@ -2,6 +2,7 @@
 #   make demo   set up, then fine-tune + cook soups + evaluate on ../shared/datasets/ich-mekong,
 #               publish the predictions as a knowledge graph and serve the explorer on it
 #   make test   set up, then run the test suite
+# make docs builds the documentation site (mkdocs.yml, docs/) into site/.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,7 @@ OUT    ?= runs/demo
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint bench tables peer-venv clean
+.PHONY: setup demo test test-slow lint docs bench tables peer-venv clean
 
 $(BIN)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +34,12 @@ test-slow: setup
 	HERITAGE_NO_PROGRESS=1 $(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+
+# Strict: any warning (a broken link or anchor, a page missing from the nav) fails the build.
+# NO_MKDOCS_2_WARNING silences Material's end-of-life banner, which is not a build warning.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: setup
 	$(BIN)/python benchmarks/soups.py
@@ -48,4 +54,4 @@ tables: setup
 	$(BIN)/python benchmarks/tables.py
 
 clean:
-	rm -rf $(VENV) .venv-peer runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-peer runs site .pytest_cache .ruff_cache

@@ -20,11 +20,12 @@ import argparse
 import json
 from pathlib import Path
 
+from heritage.config import TrainConfig
 from heritage.model import load_card
 from heritage.progress import console
 from heritage.run import Run
 from heritage.runtime import configure_threads, hardware_label, resolve_device
-from heritage.training.trainer import TrainConfig, Trainer
+from heritage.training.trainer import Trainer
 
 try:  # run as a script (python benchmarks/calibration.py) or as a module
     from records import RecordBook

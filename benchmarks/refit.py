@@ -19,10 +19,11 @@ import json
 import os
 from pathlib import Path
 
+from heritage.config import TrainConfig
 from heritage.progress import console
 from heritage.run import Run
 from heritage.runtime import configure_threads, hardware_label, resolve_device
-from heritage.training.trainer import TrainConfig, Trainer
+from heritage.training.trainer import Trainer
 
 try:  # run as a script (python benchmarks/refit.py) or as a module
     from records import RecordBook

@@ -155,8 +155,9 @@ class Shared:
         """A finished 2-epoch run on 3 classes × 4 images, with its soups cooked."""
         if self._run is None:
             from heritage.collection import Collection
+            from heritage.config import TrainConfig
             from heritage.run import Run
-            from heritage.training.trainer import TrainConfig, Trainer
+            from heritage.training.trainer import Trainer
 
             folder = image_folder(self.base / "shared-images")
             self._run = self.base / "shared-run"
@@ -395,7 +396,8 @@ def _refit_over_other_run(d: Path, s: Shared) -> list[str]:
     other = d / "other"
     image_folder(d / "photos", {"amber": 4, "blue": 4})
     from heritage.collection import Collection
-    from heritage.training.trainer import TrainConfig, Trainer
+    from heritage.config import TrainConfig
+    from heritage.training.trainer import Trainer
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

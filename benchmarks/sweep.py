@@ -17,11 +17,12 @@ import json
 import os
 from pathlib import Path
 
+from heritage.config import TrainConfig
 from heritage.progress import console
 from heritage.run import Run
 from heritage.runtime import configure_threads, hardware_label, resolve_device
 from heritage.soups import ModelSoup
-from heritage.training.trainer import TrainConfig, Trainer
+from heritage.training.trainer import Trainer
 
 try:
     from records import RecordBook

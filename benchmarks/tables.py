@@ -1,4 +1,6 @@
-"""Generate docs/benchmarks.md from benchmarks/results/*.json (never edit that file by hand).
+"""Generate docs/benchmarks.md, and the results table on the front page (README.md and
+docs/index.md, between the ``results`` markers), from benchmarks/results/*.json (never edit
+those by hand).
 
 python benchmarks/tables.py
 """
@@ -497,6 +499,53 @@ def targets(topic: str, records: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+#: the front page's table: the soups benchmark, test split, on both image datasets
+FRONT_METHODS = ("greedy_soup", "uniform_soup", "best_checkpoint", "soft_voting", "linear_probe")
+FRONT_DATASETS = ("ich-mekong", "hieroglyphs-unas")
+FRONT_METRICS = {"top1": "top-1", "macro_f1": "macro-F1"}
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def front_page_table(records: list[dict]) -> list[str]:
+    """Test top-1 and macro-F1 of each soups method on both image datasets."""
+    cell = {(r["dataset"], r["method"], r["metric"]): r for r in records}
+    cols = [(d, m) for d in FRONT_DATASETS for m in FRONT_METRICS]
+    found = [
+        cell[(d, m, k)]
+        for d, m, k in ((d, m, k) for m in FRONT_METHODS for d, k in cols)
+        if (d, m, k) in cell
+    ]
+    seeds = sorted({r["n_seeds"] for r in found if r["method"] != "linear_probe"})
+    hardware = sorted({r["hardware"] for r in found})
+    commands = sorted({r["command"] for r in found})
+    lines = [
+        f"Test split of each manifest's `split` column; mean ± std over {'/'.join(map(str, seeds))}"
+        f" seeds; EfficientNet-Lite0; hardware: {', '.join(hardware)}. Generated from "
+        "`benchmarks/results/soups.json` by `python benchmarks/tables.py`; rerun: "
+        + ", ".join(f"`{c}`" for c in commands)
+        + ".",
+        "",
+        "| method | " + " | ".join(f"{d} {FRONT_METRICS[m]}" for d, m in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for method in FRONT_METHODS:
+        row = [fmt(cell[(d, method, m)]) if (d, method, m) in cell else "" for d, m in cols]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    return lines
+
+
+def write_front_page(records: list[dict]) -> None:
+    """Replace the block between the results markers of README.md and docs/index.md."""
+    block = "\n".join([START, *front_page_table(records), END])
+    for page in (ROOT / "README.md", ROOT / "docs" / "index.md"):
+        text = page.read_text()
+        if START not in text or END not in text:
+            raise SystemExit(f"{page} has no {START} ... {END} block for the results table")
+        head, rest = text.split(START, 1)
+        page.write_text(head + block + rest.split(END, 1)[1])
+        print(f"wrote the results table of {page}")
+
+
 def main() -> None:
     lines = [
         "# Benchmarks",
@@ -517,6 +566,7 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")
+    write_front_page(json.loads((RESULTS / "soups.json").read_text()))
 
 
 if __name__ == "__main__":

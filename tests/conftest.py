@@ -53,7 +53,7 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_config() -> Callable:
     """Factory for a fast CPU TrainConfig; keyword arguments override the tiny options."""
-    from heritage.training.trainer import TrainConfig
+    from heritage.config import TrainConfig
 
     def make(**overrides):
         return TrainConfig(**{**TINY_OPTIONS, **overrides})

@@ -263,7 +263,7 @@ def test_cli_resume_with_changed_options_fails_cleanly(
 
 
 def test_yaml_with_train_section_and_top_level_options_is_refused(tmp_path: Path) -> None:
-    from heritage.training.trainer import read_config_file
+    from heritage.config import read_config_file
 
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"epochs": 5, "train": {"lr": 0.1}}))

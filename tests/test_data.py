@@ -13,8 +13,8 @@ from torchvision.transforms import v2
 
 import heritage.data
 from heritage.backbones import Preprocessing
+from heritage.config import AugmentConfig
 from heritage.data import (
-    AugmentConfig,
     ImageCache,
     ImageDataset,
     decode,

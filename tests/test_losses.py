@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from heritage.config import LossConfig
 from heritage.training.losses import (
     CrossEntropy,
     FocalLoss,
-    LossConfig,
     create_loss,
     inverse_frequency,
     inverse_frequency_of_present,

@@ -13,6 +13,7 @@ import torch
 from conftest import COLOURS, TINY_OPTIONS
 
 from heritage.collection import CollectionWarning
+from heritage.config import TrainConfig
 from heritage.metadata import (
     FusionConfig,
     MetadataPredictor,
@@ -25,7 +26,6 @@ from heritage.metadata import (
     multitask,
 )
 from heritage.metadata.multitask import MultiTaskNet, fit_key, holdout_records, train_config
-from heritage.training.trainer import TrainConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:skipped 1 unreadable image")
 

@@ -9,14 +9,9 @@ import timm
 import torch
 from torch import nn
 
+from heritage.config import MixConfig
 from heritage.training.losses import CrossEntropy
-from heritage.training.mixing import (
-    MixConfig,
-    MixUpCutMix,
-    SynerMix,
-    _sample_beta,
-    create_objective,
-)
+from heritage.training.mixing import MixUpCutMix, SynerMix, _sample_beta, create_objective
 from heritage.training.objectives import Supervised
 
 N_CLASSES = 3

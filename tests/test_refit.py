@@ -11,10 +11,11 @@ import torch
 import yaml
 
 from heritage.collection import Collection
+from heritage.config import TrainConfig
 from heritage.model import load_card, load_state
 from heritage.run import Run, RunError
 from heritage.soups import ModelSoup, average_state_dicts
-from heritage.training.trainer import TrainConfig, Trainer
+from heritage.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

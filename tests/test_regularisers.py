@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from heritage.training.regularisers import EntropyConfig, EntropyRegulariser, knn_entropy
+from heritage.config import EntropyConfig
+from heritage.training.regularisers import EntropyRegulariser, knn_entropy
 
 
 def _points(n: int = 32, d: int = 8, scale: float = 1.0, seed: int = 0) -> torch.Tensor:

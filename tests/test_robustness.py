@@ -121,8 +121,9 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-epoch run on 2 classes x 4 images (amber, blue), soups cooked. Read
     only: copy it before writing."""
     from heritage.collection import Collection
+    from heritage.config import TrainConfig
     from heritage.run import Run
-    from heritage.training.trainer import TrainConfig, Trainer
+    from heritage.training.trainer import Trainer
 
     base = tmp_path_factory.mktemp("small")
     photos = _folder(base / "photos", {"amber": 4, "blue": 4})

@@ -22,19 +22,20 @@ from torch import nn
 
 from heritage.backbones import create_backbone
 from heritage.collection import Collection
-from heritage.data import AugmentConfig
-from heritage.training.losses import FocalLoss, LossConfig
-from heritage.training.mixing import MixConfig, MixUpCutMix
-from heritage.training.pool import CheckpointPool
-from heritage.training.regularisers import EntropyConfig, EntropyRegulariser
-from heritage.training.samplers import ClassAwareBatchSampler, ClassBalancedBatchSampler
-from heritage.training.trainer import (
+from heritage.config import (
+    AugmentConfig,
+    EntropyConfig,
+    LossConfig,
+    MixConfig,
     TrainConfig,
-    Trainer,
-    cycle_ends,
-    freeze_early_stages,
     load_config,
 )
+from heritage.training.losses import FocalLoss
+from heritage.training.mixing import MixUpCutMix
+from heritage.training.pool import CheckpointPool
+from heritage.training.regularisers import EntropyRegulariser
+from heritage.training.samplers import ClassAwareBatchSampler, ClassBalancedBatchSampler
+from heritage.training.trainer import Trainer, cycle_ends, freeze_early_stages
 
 
 def _history(run_dir: Path) -> list[dict]:

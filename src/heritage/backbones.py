@@ -18,13 +18,12 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import timm
 import torch
 from torch import nn
 
-ResizeMode = Literal["crop", "squash", "pad"]
+from heritage.config import DEFAULT_BACKBONE, ResizeMode
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,6 @@ OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
     )
     for i in (0, 1, 2)
 }
-
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 class BackboneError(RuntimeError):

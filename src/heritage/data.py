@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,44 +21,8 @@ from torchvision.transforms.v2 import functional as F
 
 from heritage.backbones import Preprocessing
 from heritage.collection import load_image, to_rgb
+from heritage.config import AugmentConfig
 from heritage.progress import progress_bar
-
-
-@dataclass
-class AugmentConfig:
-    """Training augmentation policy. Flips are on by default for photographs; collections where
-    orientation carries meaning (hieroglyphs, text, coins) should use the ``glyphs`` preset."""
-
-    hflip: float = 0.5
-    vflip: float = 0.0
-    scale: tuple[float, float] = (0.35, 1.0)  # RandomResizedCrop area range
-    ratio: tuple[float, float] = (0.75, 1.333)
-    rotate: float = 0.0  # max degrees
-    color_jitter: float = 0.2  # brightness / contrast / saturation strength
-    grayscale: float = 0.0  # probability
-
-    PRESETS: ClassVar[dict[str, dict]] = {
-        "photo": {},
-        "glyphs": {
-            "hflip": 0.0,
-            "scale": (0.7, 1.0),
-            "ratio": (0.85, 1.18),
-            "rotate": 8.0,
-            "color_jitter": 0.3,
-        },
-        "none": {"hflip": 0.0, "scale": (1.0, 1.0), "ratio": (1.0, 1.0), "color_jitter": 0.0},
-    }
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> AugmentConfig:
-        if name not in cls.PRESETS:
-            raise ValueError(
-                f"unknown augmentation preset {name!r}; choose from {list(cls.PRESETS)}"
-            )
-        return cls(**{**cls.PRESETS[name], **overrides})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _interpolation(name: str) -> InterpolationMode:

@@ -8,7 +8,7 @@ weave), and a property a record lacks simply contributes no loss for that record
 cross-entropy or focal loss from :mod:`heritage.training.losses`).
 
 It is trained with the foundation recipe and pieces, configured by the same
-:class:`~heritage.training.trainer.TrainConfig`: pretrained backbone from
+:class:`~heritage.config.TrainConfig`: pretrained backbone from
 :func:`~heritage.backbones.create_backbone`, decoded-image cache and augmentation from
 :mod:`heritage.data`, LP-FT (heads start as linear probes), AdamW with cosine warm restarts,
 and a soup of the checkpoints from the end of each restart cycle plus the best one
@@ -41,12 +41,11 @@ import torch
 from torch import nn
 
 from heritage.collection import CollectionWarning
+from heritage.config import LossConfig, TrainConfig
 from heritage.metadata.base import Modality, Targets, absent
 from heritage.metadata.image import aggregate_images
 from heritage.metadata.persist import ArrayStore
 from heritage.metadata.records import RecordTable
-from heritage.training.losses import LossConfig
-from heritage.training.trainer import TrainConfig
 
 __all__ = ["MultiTaskConfig", "MultiTaskImageModel", "MultiTaskNet", "fine_tune_multitask"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from heritage.backbones import DEFAULT_BACKBONE, ResizeMode
+from heritage.config import DEFAULT_BACKBONE, ResizeMode
 from heritage.progress import progress_bar
 
 __all__ = ["EmbeddingConfig", "ImageEmbedder", "cosine_distances", "normalise"]

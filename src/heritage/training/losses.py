@@ -11,56 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSS_NAMES = ("ce", "focal")
-ALPHA_NAMES = ("inverse_frequency",)
-
-
-@dataclass
-class LossConfig:
-    """Which classification loss a run trains with.
-
-    ``gamma`` and ``alpha`` only apply to ``"focal"``; ``alpha`` is ``None`` (all classes
-    equal), ``"inverse_frequency"`` (resolved from the training class counts by
-    :func:`create_loss`) or one weight per class.
-    """
-
-    name: Literal["ce", "focal"] = "ce"
-    gamma: float = 2.0  # focal focusing parameter; 0 gives (α-weighted) cross-entropy
-    alpha: str | list[float] | None = None  # focal per-class weights
-
-    def __post_init__(self) -> None:
-        if self.name not in LOSS_NAMES:
-            raise ValueError(f"loss name must be one of {LOSS_NAMES}, got {self.name!r}")
-        if not (math.isfinite(self.gamma) and self.gamma >= 0):
-            raise ValueError(f"focal gamma must be a finite number >= 0, got {self.gamma}")
-        if self.alpha is None:
-            return
-        if self.name != "focal":  # silently ignoring it would train a different loss than asked
-            raise ValueError(f"alpha only applies to the focal loss, not to {self.name!r}")
-        if isinstance(self.alpha, str):
-            if self.alpha not in ALPHA_NAMES:
-                raise ValueError(
-                    f"alpha must be None, one of {ALPHA_NAMES} or a list of per-class weights, "
-                    f"got {self.alpha!r}"
-                )
-        else:
-            self.alpha = [float(a) for a in self.alpha]
-            _check_weights(self.alpha)
-
-
-def _check_weights(weights: Sequence[float]) -> None:
-    if len(weights) == 0:
-        raise ValueError("alpha must have one weight per class, got an empty list")
-    bad = [w for w in weights if not (math.isfinite(w) and w >= 0)]
-    if bad:
-        raise ValueError(f"alpha weights must be finite and >= 0, got {bad}")
+from heritage.config import LossConfig, check_class_weights
 
 
 def inverse_frequency(class_counts: Sequence[int]) -> torch.Tensor:
@@ -199,7 +155,7 @@ class FocalLoss(nn.Module):
             alpha = torch.as_tensor(alpha, dtype=torch.float32).detach().clone()
             if alpha.ndim != 1:
                 raise ValueError(f"alpha must be 1-D (one weight per class), got {alpha.shape}")
-            _check_weights(alpha.tolist())
+            check_class_weights(alpha.tolist())
         # a buffer follows .to(device); not persistent, so state dicts stay as they were
         self.register_buffer("alpha", alpha, persistent=False)
 

@@ -16,73 +16,17 @@ second term. :func:`create_objective` maps a :class:`MixConfig` to the right obj
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import torch
 from timm.data import Mixup
 from torch import nn
 
+from heritage.config import DEFAULT_BETA, MixConfig
 from heritage.training.objectives import Objective, StepOutput, Supervised, pooled_features
 
-MixMethod = Literal[
-    "none", "mixup", "cutmix", "mixup_cutmix", "manifold_mixup", "synermix", "synermix_intra"
-]
-MIX_METHODS: tuple[str, ...] = get_args(MixMethod)
-_CONFIG_INTER = ("manifold", "input")
-_INTER = ("manifold", "input", "none")
-#: SynerMix's weight of L_intra when MixConfig.beta is None (the paper's choices)
-DEFAULT_BETA = {"synermix": 0.1, "synermix_intra": 0.5}
-
-
-@dataclass
-class MixConfig:
-    """Which mixing method to train with and its strengths.
-
-    One selector rather than per-method switches, because the methods are alternatives: the
-    paper's comparisons are "MixUp vs Manifold MixUp vs SynerMix", never a sum of all three.
-    Fields a method does not use are ignored (e.g. ``beta`` for MixUp).
-    """
-
-    method: MixMethod = "none"
-    alpha: float = 1.0  # Beta(α, α): MixUp, Manifold MixUp, SynerMix's inter-class part
-    cutmix_alpha: float = 1.0  # Beta(α, α) for CutMix
-    beta: float | None = None  # SynerMix weight of L_intra; None: 0.1 synermix, 0.5 intra only
-    inter: Literal["manifold", "input"] = "manifold"  # SynerMix's inter-class part
-    prob: float = 1.0  # timm MixUp/CutMix: probability a batch is mixed at all
-    switch_prob: float = 0.5  # timm: chance of CutMix instead of MixUp when both are on
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.method not in MIX_METHODS:
-            problems.append(f"method={self.method!r} is not one of {', '.join(MIX_METHODS)}")
-        for name in ("alpha", "cutmix_alpha"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0:
-                problems.append(
-                    f"{name}={value!r} must be a number > 0 (Beta(α, α) strength; "
-                    "1.0 is the usual choice). To switch mixing off use method='none'"
-                )
-        if self.beta is not None and (
-            not isinstance(self.beta, (int, float)) or not 0 <= self.beta <= 1
-        ):
-            problems.append(
-                f"beta={self.beta!r} must be between 0 and 1 (the weight of SynerMix's "
-                "intra-class loss), or None for the method's default"
-            )
-        if self.inter not in _CONFIG_INTER:
-            problems.append(f"inter={self.inter!r} must be 'manifold' or 'input'")
-        for name in ("prob", "switch_prob"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                problems.append(f"{name}={value!r} must be a probability between 0 and 1")
-        if problems:
-            raise ValueError("Invalid mixing options: " + "; ".join(problems) + ".")
-
-    @property
-    def enabled(self) -> bool:
-        return self.method != "none"
+_INTER = ("manifold", "input", "none")  # SynerMix's inter-class part, or none
 
 
 class MixUpCutMix:

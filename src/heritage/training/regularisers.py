@@ -18,36 +18,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _check(weight: float, k: int) -> None:
-    if not weight >= 0:  # also refuses NaN
-        raise ValueError(f"entropy weight must be >= 0, got {weight}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k (the k-th nearest neighbour) must be an integer >= 1, got {k!r}")
-
-
-@dataclass
-class EntropyConfig:
-    """Entropic feature regularisation: the loss becomes ``loss - weight·Ĥ(features)``."""
-
-    weight: float = 0.0  # λ; 0 switches the term off
-    per_class: bool = False  # estimate within each class of the batch (needs hard labels)
-    k: int = 1  # k-th nearest neighbour
-    normalise: bool = True  # L2-normalise features first (the estimate is then scale-free)
-    layer: str = ""  # a module's output (pooled) instead of the penultimate features, e.g. blocks.5
-
-    def __post_init__(self) -> None:
-        _check(self.weight, self.k)
-
-    @property
-    def enabled(self) -> bool:
-        return self.weight > 0
+from heritage.config import EntropyConfig, check_entropy
 
 
 def _knn_log_distances(
@@ -89,7 +65,7 @@ def knn_entropy(features: torch.Tensor, k: int = 1, eps: float = 1e-8) -> torch.
     so leaving them out changes neither the gradient's direction nor which set of features
     scores higher; it keeps λ independent of the feature width. Needs at least k + 1 rows.
     """
-    _check(0.0, k)
+    check_entropy(0.0, k)
     if features.ndim != 2:
         raise ValueError(f"features must be (n, d), got shape {tuple(features.shape)}")
     if features.shape[0] < k + 1:
@@ -118,7 +94,7 @@ class EntropyRegulariser(nn.Module):
         layer: str = "",
     ) -> None:
         super().__init__()
-        _check(weight, k)
+        check_entropy(weight, k)
         self.weight = float(weight)
         self.per_class = per_class
         self.k = k

@@ -30,9 +30,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,18 +41,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from heritage.backbones import (
-    DEFAULT_BACKBONE,
-    BackboneError,
-    ResizeMode,
     architecture_of,
     batchnorm_layers,
-    check_backbone,
     create_backbone,
     resolve_preprocessing,
 )
 from heritage.calibration import fit_temperature, softmax
 from heritage.collection import Collection, CollectionError
-from heritage.data import AugmentConfig, ImageCache, ImageDataset, eval_transform, train_transform
+from heritage.config import TrainConfig
+from heritage.data import ImageCache, ImageDataset, eval_transform, train_transform
 from heritage.evaluation import evaluate
 from heritage.locking import folder_lock
 from heritage.model import ModelCard, predict_logits
@@ -60,18 +57,17 @@ from heritage.probe import LinearProbe, extract_features
 from heritage.progress import console, progress_bar
 from heritage.runtime import (
     Precision,
-    check_device,
     configure_threads,
     hardware_label,
     resolve_device,
     resolve_workers,
     seed_everything,
 )
-from heritage.training.losses import LossConfig, create_loss
-from heritage.training.mixing import MixConfig, create_objective
+from heritage.training.losses import create_loss
+from heritage.training.mixing import create_objective
 from heritage.training.objectives import Objective
 from heritage.training.pool import CheckpointPool
-from heritage.training.regularisers import EntropyConfig, EntropyRegulariser
+from heritage.training.regularisers import EntropyRegulariser
 from heritage.training.runfolder import (
     RESUMABLE_CHANGES,
     RunMismatch,
@@ -83,148 +79,6 @@ from heritage.training.runfolder import (
     write_run_file,
 )
 from heritage.training.samplers import ClassAwareBatchSampler, ClassBalancedBatchSampler
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a fine-tuning run. Defaults follow the model-soups recipe and are
-    sized for a few hundred images on a CPU."""
-
-    backbone: str = DEFAULT_BACKBONE  # offline name, timm architecture or hub name
-    weights: str | None = None  # local .pth / .safetensors for the backbone
-    pretrained: bool = True
-    image_size: int | None = None  # None: the backbone's pretrained input size
-    resize_mode: ResizeMode = "crop"
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    mix: MixConfig = field(default_factory=MixConfig)  # MixUp, CutMix, SynerMix, ...
-    loss: LossConfig = field(default_factory=LossConfig)  # cross-entropy or focal
-    entropy: EntropyConfig = field(default_factory=EntropyConfig)  # feature entropy bonus
-    # auto: class pairs when a piece needs them, else random; balanced: rare classes drawn more
-    sampler: Literal["auto", "random", "class_pairs", "balanced"] = "auto"
-    balance_power: float = 0.5  # balanced sampler: 0 natural frequencies ... 1 equal classes
-    label_smoothing: float = 0.1
-    head_init: Literal["probe", "random"] = "probe"  # LP-FT: start from a linear probe's head
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 1e-4  # AdamW learning rate (the paper's)
-    head_lr_mult: float = 1.0  # head learning rate = lr * head_lr_mult
-    weight_decay: float = 1e-3
-    restart_epochs: int = 3  # T_0 of cosine annealing with warm restarts
-    restart_mult: int = 1  # T_mult
-    min_lr_ratio: float = 0.01  # eta_min = lr * min_lr_ratio
-    freeze_stages: int = 0  # freeze the stem and the first N stages (faster on CPU)
-    freeze_bn_stats: bool = True  # keep pretrained BatchNorm statistics (small batches drift)
-    keep_top_k: int = 2  # per validation criterion, in the checkpoint pool
-    # epochs whose checkpoints stay in the pool whatever their scores; a refit on train + val
-    # (no validation split) names the epochs of the soup chosen on the first run
-    keep_epochs: list[int] = field(default_factory=list)
-    seed: int = 0
-    # no split: the share of the collection drawn for val; train and test but no val: the
-    # share of each class's train images carved out for val
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    workers: int | None = None  # data-loader processes; None: 0 on CPU, up to 8 on a GPU
-    channels_last: bool = True
-
-    def __post_init__(self) -> None:
-        """Fail at configuration time, not an hour into training."""
-        choices = {
-            "precision": ("auto", "fp32", "bf16", "fp16"),
-            "resize_mode": ("crop", "squash", "pad"),
-            "head_init": ("probe", "random"),
-            "sampler": ("auto", "random", "class_pairs", "balanced"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        positive = ("epochs", "batch_size", "lr", "restart_epochs", "restart_mult", "keep_top_k")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not isinstance(self.keep_epochs, list | tuple) or not all(
-            isinstance(e, int) and not isinstance(e, bool) for e in self.keep_epochs
-        ):
-            raise ValueError(
-                f"keep_epochs must be a list of epoch numbers, got {self.keep_epochs!r}"
-            )
-        bad_epochs = [e for e in self.keep_epochs if not 1 <= e <= self.epochs]
-        if bad_epochs:
-            raise ValueError(f"keep_epochs {bad_epochs} are outside 1..epochs={self.epochs}")
-        if not 0.0 <= self.balance_power <= 1.0:
-            raise ValueError(f"balance_power must be in [0, 1], got {self.balance_power!r}")
-        if not 0 <= self.val_fraction + self.test_fraction < 1:
-            raise ValueError("val_fraction + test_fraction must be in [0, 1)")
-        if self.image_size is not None and self.image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {self.image_size}")
-        try:  # a typo in a name stops here, not after the collection is read and split
-            check_backbone(self.backbone)
-        except BackboneError as exc:
-            raise ValueError(str(exc)) from None
-        check_device(self.device)
-        input_mixing = self.mix.method in ("mixup", "cutmix", "mixup_cutmix")
-        if self.entropy.enabled and self.entropy.per_class and input_mixing:
-            raise ValueError(
-                f"per-class entropy needs one label per image, and {self.mix.method} mixes "
-                "images: use a feature-level mix (manifold_mixup, synermix) or global entropy"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a YAML mapping; ``augment`` may be a preset name or a mapping with an
-        optional ``preset`` key, ``mix`` a method name or a mapping, ``loss`` a loss name or a
-        mapping, ``entropy`` a weight or a mapping. Unknown keys are an error, not silently
-        ignored."""
-        data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}; valid: {sorted(known)}")
-        aug = data.get("augment")
-        if isinstance(aug, str):
-            data["augment"] = AugmentConfig.preset(aug)
-        elif isinstance(aug, dict):
-            aug = dict(aug)
-            for key in ("scale", "ratio"):
-                if key in aug:
-                    aug[key] = tuple(aug[key])
-            data["augment"] = AugmentConfig.preset(aug.pop("preset", "photo"), **aug)
-        if isinstance(data.get("mix"), dict):
-            data["mix"] = _upgrade_mix(data["mix"])
-        sections = {"mix": (MixConfig, "method"), "loss": (LossConfig, "name")}
-        sections["entropy"] = (EntropyConfig, "weight")
-        for key, (config_class, shorthand) in sections.items():
-            value = data.get(key)
-            if isinstance(value, dict):
-                _check_keys(key, value, config_class)
-                data[key] = config_class(**value)
-            elif value is not None and not isinstance(value, config_class):
-                data[key] = config_class(**{shorthand: value})
-        return cls(**data)
-
-
-def _upgrade_mix(mix: dict[str, Any]) -> dict[str, Any]:
-    """Runs written before mixing methods had names stored MixUp / CutMix strengths
-    (``{mixup: α, cutmix: α}``); read them as the method they meant."""
-    if "method" in mix or ("mixup" not in mix and "cutmix" not in mix):
-        return mix
-    mix = dict(mix)
-    mixup, cutmix = float(mix.pop("mixup", 0.0)), float(mix.pop("cutmix", 0.0))
-    methods = {(True, True): "mixup_cutmix", (True, False): "mixup", (False, True): "cutmix"}
-    mix["method"] = methods.get((mixup > 0, cutmix > 0), "none")
-    mix.update({"alpha": mixup or 1.0, "cutmix_alpha": cutmix or 1.0})
-    return mix
-
-
-def _check_keys(section: str, value: dict[str, Any], config_class: type) -> None:
-    known = {f.name for f in fields(config_class)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(f"unknown {section} options {unknown}; valid: {sorted(known)}")
 
 
 @dataclass
@@ -878,51 +732,3 @@ def _write_skipped(collection: Collection, path: Path) -> None:
 
     rows = [{"path": s.path, "row": s.row, "reason": s.reason} for s in collection.skipped]
     pd.DataFrame(rows, columns=["path", "row", "reason"]).to_csv(path, index=False)
-
-
-def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
-    """A YAML config as ``{"data": {...}, "train": {...}}``: a ``data:`` section (collection
-    options), and a ``train:`` section or training options at the top level."""
-    if path is None:
-        return {"data": {}, "train": {}}
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ValueError(
-            f"config file {path} is not valid YAML{line}: {problem}; write one option: value "
-            "per line"
-        ) from None
-    except UnicodeDecodeError:
-        raise ValueError(f"config file {path} is not a UTF-8 text file") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping of option: value")
-    top_level = {k: v for k, v in loaded.items() if k not in ("data", "train")}
-    if "train" in loaded and top_level:
-        raise ValueError(
-            f"{path}: put training options either under `train:` or at the top "
-            f"level, not both (found {sorted(top_level)} beside `train:`)"
-        )
-    train = loaded.get("train", top_level)
-    return {"data": dict(loaded.get("data") or {}), "train": dict(train or {})}
-
-
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """YAML file (optional) then explicit overrides (e.g. from the CLI) -> TrainConfig."""
-    data: dict[str, Any] = read_config_file(path)["train"]
-    shorthands = {"augment": "preset", "mix": "method", "loss": "name", "entropy": "weight"}
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key in shorthands and isinstance(value, dict):
-            base = data.get(key) or {}
-            base = dict(base) if isinstance(base, dict) else {shorthands[key]: base}
-            data[key] = {**base, **value}
-        else:
-            data[key] = value
-    return TrainConfig.from_dict(data)

@@ -1,0 +1,106 @@
+"""The whole train-and-soup path as one estimator in scikit-learn's shape.
+
+``SoupClassifier(config).fit(collection)`` fine-tunes into a run folder, cooks the soups and
+keeps one model (the greedy soup by default); ``predict`` / ``predict_proba`` then take image
+paths or PIL images. Everything it does is the same as the command line's ``heritage train``,
+``heritage soup`` and ``heritage predict``: the run folder it leaves is an ordinary run that
+``heritage evaluate`` and ``heritage analyze`` read, and a second ``fit`` into the same folder
+resumes it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+
+import numpy as np
+
+from heritage.config import TrainConfig
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from heritage.collection import Collection
+    from heritage.model import ImageClassifier
+
+Recipe = Literal["greedy_soup", "uniform_soup", "best_checkpoint"]
+
+
+class SoupClassifier:
+    """Fine-tune, cook soups, predict: ``fit`` / ``predict`` / ``predict_proba``.
+
+    Configuration in the constructor, learnt state in attributes ending in ``_``:
+    ``run_dir_`` (the run folder), ``model_`` (the kept :class:`~heritage.model.ImageClassifier`,
+    calibrated on validation), ``classes_``.
+
+    ``out``: the run folder; ``None`` trains into a temporary folder that lives as long as
+    the estimator (give a folder to keep the checkpoints, resume, or analyse the run later).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        *,
+        recipe: Recipe = "greedy_soup",
+        out: str | Path | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if recipe not in get_args(Recipe):
+            raise ValueError(f"recipe must be one of {get_args(Recipe)}, got {recipe!r}")
+        self.config = config if config is not None else TrainConfig()
+        self.recipe = recipe
+        self.out = out
+        self.overwrite = overwrite
+
+    def fit(self, collection: Collection | str | Path) -> SoupClassifier:
+        """Train on ``collection`` (a :class:`~heritage.collection.Collection`, a folder with
+        one sub-folder per class, or a CSV manifest), cook the soups on its validation split
+        and load the model named by ``recipe``."""
+        from heritage.collection import Collection
+        from heritage.model import ImageClassifier
+        from heritage.run import Run
+        from heritage.training.trainer import Trainer
+
+        if not isinstance(collection, Collection):
+            collection = Collection.load(collection, min_classes=2)
+        if self.out is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="heritage-run-")
+            run_dir = Path(self._tmp.name) / "run"
+        else:
+            run_dir = Path(self.out)
+        Trainer(self.config).fit(collection, run_dir, overwrite=self.overwrite)
+        run = Run.open(run_dir)
+        if self.recipe != "best_checkpoint":
+            run.cook_soups(recipes=(self.recipe.removesuffix("_soup"),))
+        self.run_dir_ = run_dir
+        self.model_: ImageClassifier = ImageClassifier.load(
+            run.model_path(self.recipe), device=self.config.device
+        )
+        self.classes_ = self.model_.classes_
+        return self
+
+    def _fitted(self) -> ImageClassifier:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this SoupClassifier is not fitted yet: call fit(collection)")
+        return self.model_
+
+    def predict_proba(self, images: Sequence[str | Path | Image.Image]) -> np.ndarray:
+        """Calibrated class probabilities (n, n_classes), columns in ``classes_`` order."""
+        return self._fitted().predict_proba(images)
+
+    def predict(self, images: Sequence[str | Path | Image.Image]) -> list[str]:
+        """The most probable class of each image."""
+        proba = self.predict_proba(images)
+        return [self.classes_[i] for i in proba.argmax(axis=1)]
+
+    def score(self, collection: Collection, split: str = "test") -> float:
+        """Macro-F1 on one split of ``collection`` (the metric every benchmark reports)."""
+        from sklearn.metrics import f1_score
+
+        part = collection.split(split)
+        if len(part) == 0:
+            raise ValueError(f"the {split} split of the collection is empty")
+        truth = [collection.classes[i] for i in part.targets()]
+        return float(f1_score(truth, self.predict(part.paths()), average="macro"))

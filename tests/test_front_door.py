@@ -1,0 +1,102 @@
+"""The front door (``import heritage as ht``), the estimator behind it, and a command line
+whose help never loads the deep-learning stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HEAVY = ("torch", "timm", "torchvision", "sklearn", "lightgbm", "pandas", "rdflib")
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level modules loaded by ``code`` in a fresh interpreter."""
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(out.stdout.splitlines()[-1].split())
+
+
+def test_import_heritage_loads_no_heavy_library() -> None:
+    loaded = _modules_after("import heritage as ht\nassert ht.__version__")
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["train"],
+        ["evaluate"],
+        ["metadata", "fit"],
+        ["kg", "export"],
+        ["similarity", "fit"],
+        ["index", "build"],
+        ["explore"],
+        ["demo"],
+    ],
+)
+def test_command_help_loads_no_heavy_library(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        f"sys.argv = ['heritage', *{argv!r}, '--help']\n"
+        "from heritage.cli import app\n"
+        "try:\n    app()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+    )
+    loaded = _modules_after(code)
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_front_door_names_resolve_to_their_classes() -> None:
+    import heritage as ht
+    from heritage.config import TrainConfig
+    from heritage.metadata import MetadataPredictor
+
+    assert ht.TrainConfig is TrainConfig
+    assert ht.MetadataPredictor is MetadataPredictor
+    assert {"Collection", "SoupClassifier", "ModelSoup", "KnowledgeGraph"} <= set(dir(ht))
+    for name in ht.__all__:
+        assert getattr(ht, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        ht.Nope  # noqa: B018
+
+
+def test_allowed_values_come_from_the_literal() -> None:
+    from heritage.config import SamplerName, TrainConfig, allowed
+
+    assert allowed(SamplerName) == ("auto", "random", "class_pairs", "balanced")
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        TrainConfig(sampler="often")  # type: ignore[arg-type]
+
+
+def test_soup_classifier_fits_predicts_and_leaves_an_ordinary_run(
+    image_folder: Path, tiny_config: Callable, tmp_path: Path
+) -> None:
+    import heritage as ht
+    from heritage.run import Run
+
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ht.SoupClassifier().predict(["x.png"])
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        ht.SoupClassifier(recipe="best")  # type: ignore[arg-type]
+
+    clf = ht.SoupClassifier(tiny_config(), out=tmp_path / "run").fit(image_folder)
+    assert clf.classes_ == ["amber", "blue", "green"]
+    images = sorted(str(p) for p in image_folder.rglob("*.png"))[:5]
+    proba = clf.predict_proba(images)
+    assert proba.shape == (5, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert clf.predict(images) == [clf.classes_[i] for i in proba.argmax(axis=1)]
+    assert (tmp_path / "run" / "soups" / "greedy_soup.safetensors").is_file()
+    run = Run.open(clf.run_dir_)  # the folder is an ordinary run
+    assert 0.0 <= clf.score(run.collection, "test") <= 1.0
+
+    # without a folder: a temporary run that lives with the estimator
+    temp = ht.SoupClassifier(tiny_config(), recipe="best_checkpoint").fit(image_folder)
+    assert temp.run_dir_.is_dir() and temp.predict(images[:2])

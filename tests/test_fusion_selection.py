@@ -21,8 +21,9 @@ from heritage.metadata import (
     Targets,
     default_modalities,
 )
-from heritage.metadata.fusion import LogLinearPool, stack_features
+from heritage.metadata.fusion import STACKER_KINDS, LogLinearPool, stack_features
 from heritage.metadata.persist import ArrayStore
+from heritage.metadata.predictor import CLEAR_WIN, _clear_winner, _p_better
 
 
 def many_classes(n_classes: int = 12, per_class: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -124,7 +125,12 @@ def test_fusion_never_below_its_best_input_on_validation() -> None:
     sel = model.selection_["kind"]
     scores = sel["macro_f1"]
     assert {"logistic", "pool", "lightgbm", "blend", "text_tfidf", "tabular"} <= set(scores)
-    assert scores[sel["chosen"]] == max(scores.values())
+    # the default stacker unless a candidate beats it clearly; then the best clear winner
+    clear = {c for c, p in sel["p_better"].items() if p >= CLEAR_WIN}
+    assert sel["stacker"] in (clear & set(STACKER_KINDS)) | {"blend"}
+    assert sel["chosen"] in clear | {sel["stacker"]}
+    if sel["chosen"] != sel["stacker"]:
+        assert scores[sel["chosen"]] == max(scores[c] for c in clear - set(STACKER_KINDS))
     assert sel["data"] == "validation"
     # and on test (96 records): not below the best single modality by more than the noise
     # of choosing among seven candidates on 96 validation records
@@ -173,3 +179,29 @@ def test_a_fixed_stacker_or_no_modality_choice_is_respected() -> None:
     assert set(only.selection_["kind"]["macro_f1"]) == {"pool"}
     with pytest.raises(ValueError, match="stacker"):
         FusionConfig(stacker="forest")  # type: ignore[arg-type]
+
+
+def test_a_candidate_replaces_the_default_only_when_it_wins_clearly() -> None:
+    rng = np.random.default_rng(0)
+    k, n = 5, 300
+    y = rng.integers(k, size=n)
+
+    def guesses(accuracy: float, seed: int) -> np.ndarray:
+        r = np.random.default_rng(seed)
+        pred = np.where(r.random(n) < accuracy, y, r.integers(k, size=n))
+        return np.eye(k)[pred]
+
+    held = {
+        "blend": guesses(0.6, 1),
+        "much_better": guesses(0.9, 2),
+        "a_bit_better": guesses(0.62, 3),
+        "same": guesses(0.6, 1),
+    }
+    p = _p_better(y, held, "blend", list(held), seed=0)
+    assert p["much_better"] == 1.0
+    assert p["same"] == 0.0  # a tie is no win
+    assert p["a_bit_better"] < CLEAR_WIN
+    scores = {c: float((h.argmax(axis=1) == y).mean()) for c, h in held.items()}
+    assert _clear_winner("blend", scores, p) == "much_better"
+    del scores["much_better"]
+    assert _clear_winner("blend", scores, p) == "blend"

@@ -70,12 +70,15 @@ class FusionConfig:
     many classes and few records, where the logistic stacker has thousands of weights to
     learn), ``lightgbm`` (trees that find interactions, e.g. "trust the text when the
     tabular model is unsure") and ``blend`` (the mean of logistic and LightGBM).
-    ``stacker="auto"`` (the default) fits each per property and keeps the one with the best
-    macro-F1 on held-out data (validation records, else cross-validation over the training
-    records' out-of-fold inputs; the simpler on a tie, in the order above). With
-    ``select_modalities`` a single modality is a candidate too (it answers wherever it has
-    input, the best stacker elsewhere, :class:`ModalityChoice`): the fusion is then never
-    kept when one of its own inputs does better on held-out data. One kind fixes the stacker.
+    ``stacker="auto"`` (the default) fits each per property and scores them by macro-F1 on
+    held-out data (validation records, else cross-validation over the training records'
+    out-of-fold inputs). ``blend`` is kept unless another stacker beats it clearly: in at
+    least 95 % of paired bootstrap resamples of the held-out records (taking the top score
+    among close candidates mostly picks the noise of a few hundred records). With
+    ``select_modalities`` each single modality is then a candidate against that stacker, by
+    the same rule (it answers wherever it has input, the stacker elsewhere,
+    :class:`ModalityChoice`): the fusion is not kept when one of its own inputs does clearly
+    better on held-out data. One kind fixes the stacker.
     ``calibration="temperature"`` rescales the fused probabilities on held-out data;
     ``"none"`` leaves them as the stacker gives them.
     """

@@ -100,3 +100,17 @@ def test_soup_classifier_fits_predicts_and_leaves_an_ordinary_run(
     # without a folder: a temporary run that lives with the estimator
     temp = ht.SoupClassifier(tiny_config(), recipe="best_checkpoint").fit(image_folder)
     assert temp.run_dir_.is_dir() and temp.predict(images[:2])
+
+
+def test_train_help_states_the_config_defaults() -> None:
+    from typer.testing import CliRunner
+
+    from heritage.cli import app
+    from heritage.config import MIX_METHODS, TrainConfig
+
+    out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    cfg = TrainConfig()
+    for option, value in [("epochs", cfg.epochs), ("batch_size", cfg.batch_size)]:
+        line = next(x for x in out.splitlines() if f"--{option.replace('_', '-')} " in x)
+        assert f"(default: {value})" in line, line
+    assert ", ".join(MIX_METHODS) in " ".join(out.split())

@@ -75,7 +75,7 @@ MixMethod = Literal[
     "none", "mixup", "cutmix", "mixup_cutmix", "manifold_mixup", "synermix", "synermix_intra"
 ]
 MIX_METHODS: tuple[str, ...] = get_args(MixMethod)
-_CONFIG_INTER = ("manifold", "input")
+InterMode = Literal["manifold", "input"]  # SynerMix's inter-class part: features or images
 #: SynerMix's weight of L_intra when MixConfig.beta is None (the paper's choices)
 DEFAULT_BETA = {"synermix": 0.1, "synermix_intra": 0.5}
 
@@ -93,7 +93,7 @@ class MixConfig:
     alpha: float = 1.0  # Beta(α, α): MixUp, Manifold MixUp, SynerMix's inter-class part
     cutmix_alpha: float = 1.0  # Beta(α, α) for CutMix
     beta: float | None = None  # SynerMix weight of L_intra; None: 0.1 synermix, 0.5 intra only
-    inter: Literal["manifold", "input"] = "manifold"  # SynerMix's inter-class part
+    inter: InterMode = "manifold"  # SynerMix's inter-class part
     prob: float = 1.0  # timm MixUp/CutMix: probability a batch is mixed at all
     switch_prob: float = 0.5  # timm: chance of CutMix instead of MixUp when both are on
 
@@ -115,8 +115,8 @@ class MixConfig:
                 f"beta={self.beta!r} must be between 0 and 1 (the weight of SynerMix's "
                 "intra-class loss), or None for the method's default"
             )
-        if self.inter not in _CONFIG_INTER:
-            problems.append(f"inter={self.inter!r} must be 'manifold' or 'input'")
+        if self.inter not in allowed(InterMode):
+            problems.append(f"inter={self.inter!r} must be one of {', '.join(allowed(InterMode))}")
         for name in ("prob", "switch_prob"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:

@@ -44,7 +44,7 @@ from heritage.analysis.diagnostics import (
     thumbnail_data_uri,
 )
 from heritage.analysis.geometry import SOUPS, Geometry, checkpoint_geometry, plot_geometry
-from heritage.analysis.html import esc, figure, page, table
+from heritage.analysis.html import png_data_uri, render
 from heritage.analysis.probabilities import split_probabilities
 from heritage.evaluation import (
     Evaluation,
@@ -63,28 +63,6 @@ __all__ = ["AnalysisResult", "SeedAnalysis", "Skipped", "analyze", "analyze_runs
 #: single-model methods compared with the checkpoints, in report order
 METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
 REFERENCE = "single_checkpoints"
-
-_SEED_NOTE = (
-    "Within one run each soup and the soft-voting ensemble is a single model, so its variance "
-    "— how much it changes when training is repeated with another seed or another resampled "
-    "training set — is zero by construction here and only defined across runs. The rows below "
-    "therefore show how each method's error compares with the checkpoints' mean error (bias + "
-    "net variance) and with their bias alone. For the across-seed decomposition, train the "
-    "same collection with different <code>--seed</code> values (with a fixed split, e.g. a "
-    "split column, so the test images are the same) and run "
-    "<code>heritage analyze RUN_SEED0 RUN_SEED1 RUN_SEED2</code>."
-)
-
-_FORMULAS = (
-    "<p class='small'><b>0-1 loss</b> (Domingos 2000): main prediction y<sub>m</sub> = the "
-    "class most models predict (ties: highest mean probability); bias = mean 1[y<sub>m</sub> "
-    "≠ y]; variance V = mean fraction of models disagreeing with y<sub>m</sub>; net variance = "
-    "unbiased variance (V where y<sub>m</sub> is right) − biased variance (the models that are "
-    "right where y<sub>m</sub> is wrong), so error = bias + net variance. <b>Cross-entropy</b> "
-    "(Heskes 1998): p̄ = normalised geometric mean of the models' distributions; "
-    "E<sub>i</sub>[−log p<sub>i</sub>(y)] = −log p̄(y) + E<sub>i</sub>[KL(p̄ ‖ p<sub>i</sub>)]"
-    " = bias + variance.</p>"
-)
 
 
 @dataclass
@@ -166,35 +144,7 @@ def _missing_checkpoints(run) -> list[str]:
     return [str(n) for n in listed if n and n not in present]
 
 
-def _skipped_html(skipped: list[Skipped]) -> str:
-    if not skipped:
-        return ""
-    items = "".join(
-        f"<li><b>{esc(s.what)}</b>: {esc(s.reason)}"
-        + (f" — make it with <code>{esc(s.command)}</code>" if s.command else "")
-        + "</li>"
-        for s in skipped
-    )
-    return f"<div class='box skipped'><b>Not in this report</b><ul>{items}</ul></div>"
-
-
-def _notes_html(notes: list[str]) -> str:
-    if not notes:
-        return ""
-    return "<div class='box note'>" + "".join(f"<p>{esc(n)}</p>" for n in notes) + "</div>"
-
-
-def _finding_html(sentences: list[str]) -> str:
-    if not sentences:
-        return ""
-    return (
-        "<div class='box finding'><ul>"
-        + "".join(f"<li>{esc(s)}</li>" for s in sentences)
-        + "</ul></div>"
-    )
-
-
-def _decomposition_html(frame: pd.DataFrame) -> str:
+def _decomposition_table(frame: pd.DataFrame) -> dict:
     header = [
         "method",
         "models",
@@ -212,7 +162,7 @@ def _decomposition_html(frame: pd.DataFrame) -> str:
         [str(m).replace("_", " "), int(r.models), *(float(v) for v in r.iloc[1:])]
         for m, r in frame.iterrows()
     ]
-    return table(header, rows, digits=4)
+    return {"header": header, "rows": rows}
 
 
 def _write_json(path: Path, payload: dict) -> Path:
@@ -488,22 +438,21 @@ def _run_payload(result: AnalysisResult, computed: list, reused: list) -> dict:
     }
 
 
-def _mistakes_html(mistakes: list[ConfidentMistake]) -> str:
-    if not mistakes:
-        return "<p>No mistakes on this split.</p>"
-    cards = []
-    for m in mistakes:
-        uri = thumbnail_data_uri(m.image)
-        img = f'<img src="{uri}" alt="{esc(Path(m.image).name)}">' if uri else "<p>(unreadable)</p>"
-        cards.append(
-            f"<div class='card'>{img}<b>{esc(m.predicted)}</b> {m.confidence:.0%}<br>"
-            f"true: {esc(m.true)} ({m.true_probability:.0%})<br>"
-            f"<span class='small'>{esc(Path(m.image).name)}</span></div>"
-        )
-    return "<div class='grid'>" + "".join(cards) + "</div>"
+def _mistake_cards(mistakes: list[ConfidentMistake]) -> list[dict]:
+    return [
+        {
+            "uri": thumbnail_data_uri(m.image),
+            "name": Path(m.image).name,
+            "predicted": m.predicted,
+            "confidence": m.confidence,
+            "true": m.true,
+            "true_probability": m.true_probability,
+        }
+        for m in mistakes
+    ]
 
 
-def _per_class_html(result: AnalysisResult) -> str:
+def _per_class_table(result: AnalysisResult) -> dict:
     ref = result.evaluations[result.reference]
     order = sorted(
         range(len(result.classes)), key=lambda i: (ref.per_class[i].f1, result.classes[i])
@@ -517,87 +466,57 @@ def _per_class_html(result: AnalysisResult) -> str:
         ]
         for i in order
     ]
-    return table(header, rows)
+    return {"header": header, "rows": rows}
+
+
+def _geometry_view(result: AnalysisResult) -> dict | None:
+    g = result.geometry
+    if g is None:
+        return None
+    return {
+        "stress": g.stress,
+        "sentence": _greedy_diversity(g, result.checkpoints, result.greedy_ingredients),
+        "header": ["", *(n.replace("_", " ") for n in g.names)],
+        "rows": [
+            [n.replace("_", " "), *map(float, row)]
+            for n, row in zip(g.names, g.divergence, strict=True)
+        ],
+    }
 
 
 def _run_html(result: AnalysisResult, figures: dict[str, Path]) -> str:
     best = result.best_checkpoint
-    name = result.run.name
-    parts = [
-        f"<h1>Analysis of run <code>{esc(name)}</code></h1>",
-        f"<p class='small'>{esc(result.run)} · {esc(result.split)} split: "
-        f"{len(result.targets)} images, {len(result.classes)} classes · "
-        f"{len(result.checkpoints)} checkpoints · heritage {esc(__version__)} · "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
-        _skipped_html(result.skipped),
-        _notes_html(result.notes),
-        "<h2>Models</h2>",
-        table(
-            ["model", "kind", "top-1", "macro-F1", "ECE", "NLL", "models at inference"],
-            [list(r.values()) for r in _model_rows(result, best)],
-        ),
-        "<p class='small'>Soft voting is the mean of the checkpoints' probabilities.</p>",
-        "<h2>Bias and variance</h2>",
-        f"<div class='box note'>{_SEED_NOTE}</div>",
-        _finding_html(result.summary),
-        _decomposition_html(result.decomposition),
-        _FORMULAS,
-        figure(figures["bias_variance"], "Error, bias and (net) variance per method"),
-        "<h2>Checkpoint geometry</h2>",
-    ]
-    if result.geometry is not None:
-        g = result.geometry
-        parts.append(
-            "<p>Distance between two models: d(p, q) = −mean over images of Σ<sub>c</sub> "
-            "[p<sub>c</sub> log q<sub>c</sub> + q<sub>c</sub> log p<sub>c</sub>]. Since d(p, p) "
-            "= 2H(p) ≠ 0, the map embeds the symmetrised KL divergence J = d(p, q) − (d(p, p) "
-            "+ d(q, q))/2 = KL(p‖q) + KL(q‖p) (≥ 0, zero for identical predictions), as √J, "
-            f"with metric MDS (stress-1 {g.stress:.3f}: below 0.1 the map is faithful).</p>"
-        )
-        parts.append(figure(figures["geometry"], "MDS map of the models' predictions"))
-        sentence = _greedy_diversity(g, result.checkpoints, result.greedy_ingredients)
-        if result.greedy_ingredients:
-            parts.append(
-                f"<p>Greedy soup ingredients: {esc(', '.join(result.greedy_ingredients))}.</p>"
-            )
-        if sentence:
-            parts.append(f"<p>{esc(sentence)}</p>")
-        parts.append("<h3>Symmetrised KL between models</h3>")
-        parts.append(
-            table(
-                ["", *(n.replace("_", " ") for n in g.names)],
-                [
-                    [n.replace("_", " "), *map(float, row)]
-                    for n, row in zip(g.names, g.divergence, strict=True)
-                ],
-                digits=4,
-            )
-        )
-    else:
-        parts.append("<p>Not enough checkpoints for a map (see above).</p>")
-    parts.append("<h2>Training curves</h2>")
-    if "curves" in figures:
-        parts.append(figure(figures["curves"], "Loss and validation scores per epoch"))
-    else:
-        parts.append("<p>No training history (see above).</p>")
-    ref_label = result.reference.replace("_", " ") + (
+    ev = result.evaluations[result.reference]
+    reference = result.reference.replace("_", " ") + (
         f" ({best})" if result.reference == "best_checkpoint" else ""
     )
-    ev = result.evaluations[result.reference]
-    parts += [
-        f"<h2>Diagnostics of the {esc(ref_label)}</h2>",
-        f"<p>{esc(ev.summary())} · NLL {ev.nll:.3f}</p>",
-        figure(figures["confusion"], "Confusion matrix (rows: true class, row-normalised)"),
-        figure(
-            figures["reliability"],
-            f"Reliability diagram, ECE {ev.ece:.3f}: bars below the diagonal are over-confident",
-        ),
-        "<h3>Per-class F1 (worst first)</h3>",
-        _per_class_html(result),
-        f"<h2>Most confident mistakes of the {esc(ref_label)}</h2>",
-        _mistakes_html(result.mistakes),
-    ]
-    return page(f"heritage analysis — {name}", "\n".join(p for p in parts if p))
+    return render(
+        "run.html",
+        title=f"heritage analysis — {result.run.name}",
+        name=result.run.name,
+        run=result.run,
+        split=result.split,
+        n_images=len(result.targets),
+        n_classes=len(result.classes),
+        n_checkpoints=len(result.checkpoints),
+        version=__version__,
+        when=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+        skipped=result.skipped,
+        notes=result.notes,
+        model_rows=[list(r.values()) for r in _model_rows(result, best)],
+        summary=result.summary,
+        decomposition=_decomposition_table(result.decomposition),
+        figures={
+            k: png_data_uri(figures[k]) if k in figures else None
+            for k in ("bias_variance", "geometry", "curves", "confusion", "reliability")
+        },
+        geometry=_geometry_view(result),
+        greedy_ingredients=result.greedy_ingredients,
+        reference=reference,
+        evaluation={"summary": ev.summary(), "nll": ev.nll, "ece": ev.ece},
+        per_class=_per_class_table(result),
+        mistakes=_mistake_cards(result.mistakes),
+    )
 
 
 # ------------------------------------------------------------------------------- seeds
@@ -707,34 +626,38 @@ def analyze_runs(
             "heritage_version": __version__,
         },
     )
-    parts = [
-        f"<h1>Across {len(results)} runs: bias and variance</h1>",
-        f"<p class='small'>{esc(split)} split: {len(shared)} images shared by every run · "
-        f"{len(first.classes)} classes · heritage {esc(__version__)}</p>",
-        _skipped_html(skipped),
-        "<p>Each method's models: one per run (for single checkpoints: every checkpoint of "
-        "every run). The variance is therefore how much a method's predictions change when "
-        "training is repeated.</p>",
-        _finding_html(summary),
-        _decomposition_html(decomposition),
-        _FORMULAS,
-        figure(plot, "Error, bias and (net) variance per method, across runs"),
-        "<h2>Runs</h2>",
-        table(
-            ["run", "checkpoints", *(f"top-1 {m.replace('_', ' ')}" for m in METHODS), "report"],
+    runs_table = {
+        "header": [
+            "run",
+            "checkpoints",
+            *(f"top-1 {m.replace('_', ' ')}" for m in METHODS),
+            "report",
+        ],
+        "rows": [
             [
-                [
-                    r.run.name,
-                    len(r.checkpoints),
-                    *(r.evaluations[m].top1 if m in r.methods else float("nan") for m in METHODS),
-                    str(r.report),
-                ]
-                for r in results
-            ],
-        ),
-    ]
+                r.run.name,
+                len(r.checkpoints),
+                *(r.evaluations[m].top1 if m in r.methods else float("nan") for m in METHODS),
+                str(r.report),
+            ]
+            for r in results
+        ],
+    }
     seeds.report.write_text(
-        page(f"heritage analysis — {len(results)} runs", "\n".join(p for p in parts if p)),
+        render(
+            "seeds.html",
+            title=f"heritage analysis — {len(results)} runs",
+            n_runs=len(results),
+            split=split,
+            n_images=len(shared),
+            n_classes=len(first.classes),
+            version=__version__,
+            skipped=skipped,
+            summary=summary,
+            decomposition=_decomposition_table(decomposition),
+            figure=png_data_uri(plot),
+            runs=runs_table,
+        ),
         encoding="utf-8",
     )
     console.print(f"across-run analysis of {len(results)} runs → {seeds.report}")

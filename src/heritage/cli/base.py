@@ -112,3 +112,15 @@ def names(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def default(name: str, config: type | None = None) -> str:
+    """`` (default: X)`` for a field of ``config`` (TrainConfig unless given), read from the
+    dataclass: option help never restates a value the configuration owns."""
+    from dataclasses import MISSING, fields
+
+    from heritage.config import TrainConfig
+
+    field = next(f for f in fields(config or TrainConfig) if f.name == name)
+    value = field.default if field.default is not MISSING else field.default_factory()  # type: ignore[misc]
+    return f" (default: {value})"

@@ -20,8 +20,17 @@ from heritage.cli.base import (
     SplitColumn,
     app,
     collection_spec,
+    default,
     fail,
     given,
+)
+from heritage.config import (
+    LOSS_NAMES,
+    MIX_METHODS,
+    LossConfig,
+    MixConfig,
+    PrecisionName,
+    allowed,
 )
 from heritage.progress import console
 
@@ -72,12 +81,14 @@ def train(
     mix: Annotated[
         str | None,
         typer.Option(
-            help="Mixing: none, mixup, cutmix, mixup_cutmix, manifold_mixup, synermix "
-            "(intra- + inter-class), synermix_intra."
+            help=f"Mixing: {', '.join(MIX_METHODS)} (synermix: intra- + inter-class mixing)."
         ),
     ] = None,
     mix_alpha: Annotated[
-        float | None, typer.Option(help="Beta(α, α) of MixUp / Manifold MixUp / SynerMix.")
+        float | None,
+        typer.Option(
+            help="Beta(α, α) of MixUp / Manifold MixUp / SynerMix" + default("alpha", MixConfig)
+        ),
     ] = None,
     beta: Annotated[
         float | None,
@@ -87,8 +98,14 @@ def train(
         str | None,
         typer.Option(help="SynerMix inter-class part: manifold (features, one pass) or input."),
     ] = None,
-    loss: Annotated[str | None, typer.Option(help="Loss: ce or focal.")] = None,
-    gamma: Annotated[float | None, typer.Option(help="Focal loss focusing parameter.")] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(help=f"Loss: {' or '.join(LOSS_NAMES)}" + default("name", LossConfig)),
+    ] = None,
+    gamma: Annotated[
+        float | None,
+        typer.Option(help="Focal loss focusing parameter" + default("gamma", LossConfig)),
+    ] = None,
     focal_alpha: Annotated[
         str | None,
         typer.Option(help="Focal loss class weights: inverse_frequency (default: none)."),
@@ -121,43 +138,66 @@ def train(
         float | None,
         typer.Option(
             help="With --sampler balanced: 0 natural class frequencies, 1 every class equally "
-            "often, 0.5 (default) square-root sampling."
+            "often, 0.5 square-root sampling" + default("balance_power")
         ),
     ] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per step.")] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help="Label smoothing" + default("label_smoothing"))
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs" + default("epochs"))] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per step" + default("batch_size"))
+    ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(help="AdamW learning rate of the backbone (the head uses lr × head_lr_mult)."),
+        typer.Option(
+            help="AdamW learning rate of the backbone (the head uses lr × head_lr_mult)"
+            + default("lr")
+        ),
     ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="AdamW weight decay" + default("weight_decay"))
+    ] = None,
     restart_epochs: Annotated[
         int | None,
         typer.Option(
-            help="Epochs per cosine warm-restart cycle (T_0); each cycle end joins the pool."
+            help="Epochs per cosine warm-restart cycle (T_0); each cycle end joins the pool"
+            + default("restart_epochs")
         ),
     ] = None,
     freeze_stages: Annotated[
-        int | None, typer.Option(help="Freeze the stem and the first N stages (faster on CPU).")
+        int | None,
+        typer.Option(
+            help="Freeze the stem and the first N stages (faster on CPU)" + default("freeze_stages")
+        ),
     ] = None,
     keep_top_k: Annotated[
         int | None,
-        typer.Option(help="Checkpoints kept per criterion (val loss, top-1, macro-F1)."),
+        typer.Option(
+            help="Checkpoints kept per criterion (val loss, top-1, macro-F1)"
+            + default("keep_top_k")
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (split, init, order).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (split, init, order)" + default("seed"))
+    ] = None,
     val_fraction: Annotated[
         float | None,
         typer.Option(
             help="Share held out for validation: of each class's train images when the split "
             "column has train and test but no val (a stratified, seeded share, saved in the "
-            "run's split.csv); of the whole collection when it has no split (default: 0.2)."
+            "run's split.csv); of the whole collection when it has no split"
+            + default("val_fraction")
         ),
     ] = None,
     overwrite: Overwrite = False,
     device: Device = None,
     precision: Annotated[
-        str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16, fp16.")
+        str | None,
+        typer.Option(
+            help=f"{', '.join(allowed(PrecisionName))}; auto: bf16 on CUDA, fp32 on CPU"
+            + default("precision")
+        ),
     ] = None,
     workers: Annotated[
         int | None,

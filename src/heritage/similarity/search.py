@@ -270,29 +270,28 @@ def search_similar(
 def hits_html(image: str | Path, hits: Sequence[Hit], out: str | Path, title: str = "") -> Path:
     """A self-contained page: the query image, then each answer's thumbnail, id and distance."""
     from heritage.analysis.diagnostics import thumbnail_data_uri
-    from heritage.analysis.html import esc, page
+    from heritage.analysis.html import render
 
-    def card(path: str | None, alt: str, caption: str) -> str:
-        uri = thumbnail_data_uri(path, 160) if path else None
-        img = f"<img src='{uri}' alt='{esc(alt)}'>" if uri else "<i>(no image)</i>"
-        return f"<div class='card'>{img}{caption}</div>"
+    def uri(path: str | None) -> str | None:
+        return thumbnail_data_uri(path, 160) if path else None
 
-    cards = "".join(
-        card(
-            h.path,
-            h.id,
-            f"<b>{n}. {esc(h.id)}</b><br>distance {h.distance:.4f}"
-            + ("<br><i>(the query itself)</i>" if h.is_query else ""),
-        )
-        for n, h in enumerate(hits, start=1)
-    )
     name = Path(image).name
-    body = (
-        f"<h1>{esc(title or 'Similar images')}</h1>"
-        f"<h2>Query</h2><div class='grid'>{card(str(image), name, esc(name))}</div>"
-        f"<h2>{len(hits)} nearest (cosine distance)</h2><div class='grid'>{cards}</div>"
+    page = render(
+        "hits.html",
+        title=title or "Similar images",
+        query={"uri": uri(str(image)), "alt": name, "rank": None},
+        hits=[
+            {
+                "uri": uri(h.path),
+                "alt": h.id,
+                "rank": n,
+                "distance": h.distance,
+                "is_query": h.is_query,
+            }
+            for n, h in enumerate(hits, start=1)
+        ],
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page(title or "Similar images", body))
+    out.write_text(page, encoding="utf-8")
     return out

@@ -249,6 +249,63 @@ def _locks_run(run_of: Callable[..., str | Path | None]) -> Callable:
     return decorate
 
 
+def _open_analysable(run_dir: str | Path, split: str):
+    """The run, if it can be analysed on ``split``: checkpoints chosen on validation (not a
+    refit) and images in the split; else :class:`~heritage.run.RunError` saying what to do."""
+    from heritage.run import Run, RunError
+
+    run = Run.open(run_dir)
+    if not any("val_macro_f1" in e.metrics for e in run.pool.entries):
+        # before any forward pass: the analysis is built around validation-chosen models
+        raise RunError(
+            f"{run.folder} has no validation scores (a refit on train + val): the analysis "
+            "compares checkpoints and soups chosen on validation, so analyse the run it was "
+            f"refitted from, and score this one with `heritage evaluate {run.folder}`"
+        )
+    if len(run.collection.split(split)) == 0:
+        raise RunError(f"the {split} split of {run.folder} has no images; try --split val")
+    return run
+
+
+def _geometry_and_curves(
+    run,
+    out: Path,
+    probas: dict[str, np.ndarray],
+    models: dict,
+    greedy: list[str],
+    skipped: list[Skipped],
+    figures: dict[str, Path],
+) -> Geometry | None:
+    """The checkpoint map and the training curves (into ``figures``); what cannot be drawn
+    goes to ``skipped`` with the reason. Returns the geometry (None with one checkpoint)."""
+    checkpoints = [e.name for e in run.pool.entries]
+    geometry = None
+    if len(checkpoints) >= 2:
+        names = [*checkpoints, *(s for s in SOUPS if s in models), "soft_voting"]
+        geometry = checkpoint_geometry({n: probas[n] for n in names})
+        figures["geometry"] = plot_geometry(
+            geometry.names, geometry.xy, set(greedy), out / "geometry.png"
+        )
+    else:
+        skipped.append(Skipped("checkpoint geometry", "needs at least two checkpoints (see above)"))
+    history = _read_json(run.folder / "history.json")
+    if isinstance(history, list) and history:
+        pool_epochs = [e.epoch for e in run.pool.entries]
+        greedy_epochs = [ep for ep in map(epoch_of, greedy) if ep is not None]
+        figures["curves"] = plot_training_curves(
+            history, out / "curves.png", pool_epochs=pool_epochs, greedy_epochs=greedy_epochs
+        )
+    else:
+        skipped.append(
+            Skipped(
+                "training curves",
+                f"{run.folder / 'history.json'} is missing or empty",
+                "heritage train (with the run's options and --out; it resumes and rewrites it)",
+            )
+        )
+    return geometry
+
+
 @_locks_run(lambda run_dir, *args, **kwargs: run_dir)
 def analyze(
     run_dir: str | Path,
@@ -263,19 +320,7 @@ def analyze(
 
     Raises :class:`~heritage.run.RunError` for a folder that is not a run, a run without
     checkpoints or an empty split, and ``CollectionError`` for an unknown split name."""
-    from heritage.run import Run, RunError
-
-    run = Run.open(run_dir)
-    if not any("val_macro_f1" in e.metrics for e in run.pool.entries):
-        # before any forward pass: the analysis is built around validation-chosen models
-        raise RunError(
-            f"{run.folder} has no validation scores (a refit on train + val): the analysis "
-            "compares checkpoints and soups chosen on validation, so analyse the run it was "
-            f"refitted from, and score this one with `heritage evaluate {run.folder}`"
-        )
-    part = run.collection.split(split)
-    if len(part) == 0:
-        raise RunError(f"the {split} split of {run.folder} has no images; try --split val")
+    run = _open_analysable(run_dir, split)
     out = Path(out) if out is not None else run.folder / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[Skipped] = []
@@ -315,33 +360,7 @@ def analyze(
         )
     figures = {"bias_variance": plot_decomposition(decomposition, out / "bias_variance.png")}
 
-    # ---- geometry
-    geometry = None
-    geo_names = [*checkpoints, *(s for s in SOUPS if s in models), "soft_voting"]
-    if len(checkpoints) >= 2:
-        geometry = checkpoint_geometry({n: all_probas[n] for n in geo_names})
-        figures["geometry"] = plot_geometry(
-            geometry.names, geometry.xy, set(greedy), out / "geometry.png"
-        )
-    else:
-        skipped.append(Skipped("checkpoint geometry", "needs at least two checkpoints (see above)"))
-
-    # ---- training curves
-    history = _read_json(run.folder / "history.json")
-    if isinstance(history, list) and history:
-        pool_epochs = [e.epoch for e in run.pool.entries]
-        greedy_epochs = [ep for ep in map(epoch_of, greedy) if ep is not None]
-        figures["curves"] = plot_training_curves(
-            history, out / "curves.png", pool_epochs=pool_epochs, greedy_epochs=greedy_epochs
-        )
-    else:
-        skipped.append(
-            Skipped(
-                "training curves",
-                f"{run.folder / 'history.json'} is missing or empty",
-                "heritage train (with the run's options and --out; it resumes and rewrites it)",
-            )
-        )
+    geometry = _geometry_and_curves(run, out, all_probas, models, greedy, skipped, figures)
 
     # ---- diagnostics of the reference model
     reference = "greedy_soup" if "greedy_soup" in models else "best_checkpoint"
@@ -522,24 +541,9 @@ def _run_html(result: AnalysisResult, figures: dict[str, Path]) -> str:
 # ------------------------------------------------------------------------------- seeds
 
 
-@_locks_run(lambda run_dirs, *args, **kwargs: run_dirs[0] if len(run_dirs) else None)
-def analyze_runs(
-    run_dirs: Sequence[str | Path],
-    split: str = "test",
-    out: str | Path | None = None,
-    *,
-    device: str | None = None,
-) -> SeedAnalysis:
-    """Each run's own report, then the decomposition across runs (seeds, resampled training
-    sets) of the same collection, written to ``out`` (default ``FIRST_RUN/analysis/seeds``).
-
-    The model set of each method: ``single_checkpoints`` = every checkpoint of every run;
-    ``best_checkpoint``, ``uniform_soup``, ``greedy_soup``, ``soft_voting`` = one model per
-    run. Only images in the split of *every* run are used (runs whose splits were drawn with
-    different seeds share few), so no run is scored on its training images."""
-    if len(run_dirs) < 2:
-        raise ValueError("the across-seed analysis needs at least two runs")
-    results = [analyze(r, split, device=device) for r in run_dirs]
+def _shared_images(results: list[AnalysisResult], split: str) -> tuple[list[str], list[np.ndarray]]:
+    """The split's images every run has, and each run's row of each (runs of one
+    collection with one class list only)."""
     first = results[0]
     for r in results[1:]:
         if r.classes != first.classes:
@@ -553,19 +557,22 @@ def analyze_runs(
             f"the runs share no {split} images (each drew its own split): train them on a "
             "collection with a split column so they are evaluated on the same images"
         )
-    skipped: list[Skipped] = []
     aligned = []
     for r in results:
         index = {p: i for i, p in enumerate(r.paths)}
         aligned.append(np.array([index[p] for p in shared]))
-    y = first.targets[aligned[0]]
+    return shared, aligned
 
+
+def _groups_across_runs(
+    results: list[AnalysisResult], aligned: list[np.ndarray], skipped: list[Skipped]
+) -> dict[str, np.ndarray]:
+    """Each method's models across the runs (every checkpoint of every run for the
+    reference), on the shared images; a method some run lacks is skipped, with the command."""
+    runs = list(zip(results, aligned, strict=True))
     groups = {
         REFERENCE: np.concatenate(
-            [
-                np.stack([r.probas[c][idx] for c in r.checkpoints])
-                for r, idx in zip(results, aligned, strict=True)
-            ]
+            [np.stack([r.probas[c][idx] for c in r.checkpoints]) for r, idx in runs]
         )
     }
     for method in METHODS:
@@ -579,17 +586,19 @@ def analyze_runs(
                 )
             )
             continue
-        stack = [
-            r.probas[r.best_checkpoint if method == "best_checkpoint" else method][idx]
-            for r, idx in zip(results, aligned, strict=True)
-        ]
-        groups[method] = np.stack(stack)
-    decomposition = compare_methods(groups, y)
-    summary = describe_changes(decomposition, REFERENCE, across_seeds=True)
+        groups[method] = np.stack(
+            [
+                r.probas[r.best_checkpoint if method == "best_checkpoint" else method][idx]
+                for r, idx in runs
+            ]
+        )
+    return groups
 
-    out = Path(out) if out is not None else first.run / "analysis" / "seeds"
-    out.mkdir(parents=True, exist_ok=True)
-    plot = plot_decomposition(decomposition, out / "bias_variance.png")
+
+def _write_seed_files(seeds: SeedAnalysis, plot: Path) -> None:
+    """analysis.json and report.html of an across-run analysis."""
+    results, split, skipped = seeds.runs, seeds.split, seeds.skipped
+    decomposition, summary, shared_n = seeds.decomposition, seeds.summary, seeds.n_images
     per_run = [
         {
             "run": str(r.run),
@@ -599,22 +608,12 @@ def analyze_runs(
         }
         for r in results
     ]
-    seeds = SeedAnalysis(
-        runs=results,
-        split=split,
-        n_images=len(shared),
-        decomposition=decomposition,
-        summary=summary,
-        skipped=skipped,
-        report=out / "report.html",
-        json=out / "analysis.json",
-    )
     _write_json(
         seeds.json,
         {
             "runs": [str(r.run) for r in results],
             "split": split,
-            "n_images": len(shared),
+            "n_images": shared_n,
             "bias_variance": {
                 "scope": "across_runs",
                 "reference": REFERENCE,
@@ -649,8 +648,8 @@ def analyze_runs(
             title=f"heritage analysis — {len(results)} runs",
             n_runs=len(results),
             split=split,
-            n_images=len(shared),
-            n_classes=len(first.classes),
+            n_images=shared_n,
+            n_classes=len(results[0].classes),
             version=__version__,
             skipped=skipped,
             summary=summary,
@@ -660,5 +659,47 @@ def analyze_runs(
         ),
         encoding="utf-8",
     )
+
+
+@_locks_run(lambda run_dirs, *args, **kwargs: run_dirs[0] if len(run_dirs) else None)
+def analyze_runs(
+    run_dirs: Sequence[str | Path],
+    split: str = "test",
+    out: str | Path | None = None,
+    *,
+    device: str | None = None,
+) -> SeedAnalysis:
+    """Each run's own report, then the decomposition across runs (seeds, resampled training
+    sets) of the same collection, written to ``out`` (default ``FIRST_RUN/analysis/seeds``).
+
+    The model set of each method: ``single_checkpoints`` = every checkpoint of every run;
+    ``best_checkpoint``, ``uniform_soup``, ``greedy_soup``, ``soft_voting`` = one model per
+    run. Only images in the split of *every* run are used (runs whose splits were drawn with
+    different seeds share few), so no run is scored on its training images."""
+    if len(run_dirs) < 2:
+        raise ValueError("the across-seed analysis needs at least two runs")
+    results = [analyze(r, split, device=device) for r in run_dirs]
+    first = results[0]
+    shared, aligned = _shared_images(results, split)
+    skipped: list[Skipped] = []
+    groups = _groups_across_runs(results, aligned, skipped)
+    y = first.targets[aligned[0]]
+    decomposition = compare_methods(groups, y)
+    summary = describe_changes(decomposition, REFERENCE, across_seeds=True)
+
+    out = Path(out) if out is not None else first.run / "analysis" / "seeds"
+    out.mkdir(parents=True, exist_ok=True)
+    plot = plot_decomposition(decomposition, out / "bias_variance.png")
+    seeds = SeedAnalysis(
+        runs=results,
+        split=split,
+        n_images=len(shared),
+        decomposition=decomposition,
+        summary=summary,
+        skipped=skipped,
+        report=out / "report.html",
+        json=out / "analysis.json",
+    )
+    _write_seed_files(seeds, plot)
     console.print(f"across-run analysis of {len(results)} runs → {seeds.report}")
     return seeds

@@ -61,6 +61,10 @@ def test_front_door_names_resolve_to_their_classes() -> None:
     assert ht.TrainConfig is TrainConfig
     assert ht.MetadataPredictor is MetadataPredictor
     assert {"Collection", "SoupClassifier", "ModelSoup", "KnowledgeGraph"} <= set(dir(ht))
+    assert not {"importlib", "os", "Any", "_EXPORTS"} & set(dir(ht))  # only the public names
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"]  # set (passive unless the user chose) before torch
     for name in ht.__all__:
         assert getattr(ht, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
@@ -75,6 +79,29 @@ def test_allowed_values_come_from_the_literal() -> None:
         TrainConfig(sampler="often")  # type: ignore[arg-type]
 
 
+def test_train_config_takes_the_shorthands_its_yaml_takes() -> None:
+    from heritage.config import TrainConfig
+
+    cfg = TrainConfig(mix="synermix", loss="focal", augment="glyphs", entropy=0.1)  # type: ignore[arg-type]
+    assert (cfg.mix.method, cfg.loss.name, cfg.augment.hflip, cfg.entropy.weight) == (
+        "synermix",
+        "focal",
+        0.0,
+        0.1,
+    )
+    assert cfg == TrainConfig.from_dict(
+        {"mix": "synermix", "loss": "focal", "augment": "glyphs", "entropy": 0.1}
+    )
+    for bad, match in [
+        ({"mix": "mixupp"}, "mixupp"),
+        ({"loss": "focall"}, "focall"),
+        ({"augment": "photos"}, "photos"),
+        ({"batch_size": "8"}, "batch_size must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(**bad)
+
+
 def test_soup_classifier_fits_predicts_and_leaves_an_ordinary_run(
     image_folder: Path, tiny_config: Callable, tmp_path: Path
 ) -> None:
@@ -85,6 +112,8 @@ def test_soup_classifier_fits_predicts_and_leaves_an_ordinary_run(
         ht.SoupClassifier().predict(["x.png"])
     with pytest.raises(ValueError, match="recipe must be one of"):
         ht.SoupClassifier(recipe="best")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a TrainConfig"):
+        ht.SoupClassifier({"epochs": 2})  # type: ignore[arg-type]
 
     clf = ht.SoupClassifier(tiny_config(), out=tmp_path / "run").fit(image_folder)
     assert clf.classes_ == ["amber", "blue", "green"]
@@ -95,7 +124,15 @@ def test_soup_classifier_fits_predicts_and_leaves_an_ordinary_run(
     assert clf.predict(images) == [clf.classes_[i] for i in proba.argmax(axis=1)]
     assert (tmp_path / "run" / "soups" / "greedy_soup.safetensors").is_file()
     run = Run.open(clf.run_dir_)  # the folder is an ordinary run
-    assert 0.0 <= clf.score(run.collection, "test") <= 1.0
+    assert clf.score() == clf.score(run.collection, "test")  # the split fit made and saved
+    assert 0.0 <= clf.score() <= 1.0
+    assert clf.predict(images[0]) == clf.predict(images[:1])  # one path is a list of one
+    with pytest.raises(ValueError, match="is a folder"):
+        clf.predict(image_folder)
+    with pytest.raises(FileNotFoundError, match="no image file"):
+        clf.predict([tmp_path / "missing.png"])
+    with pytest.raises(ValueError, match="no split column"):
+        clf.score(image_folder)  # a folder has none: score() uses fit's
 
     # without a folder: a temporary run that lives with the estimator
     temp = ht.SoupClassifier(tiny_config(), recipe="best_checkpoint").fit(image_folder)

@@ -70,6 +70,15 @@ def test_missing_files(tmp_path: Path) -> None:
     (tmp_path / "card_only.json").write_text(json.dumps(_card().to_dict()))
     with pytest.raises(FileNotFoundError, match="weights not found"):
         ImageClassifier.load(tmp_path / "card_only", "cpu")
+    # a run folder is not a model: the message names the models it holds
+    run = tmp_path / "run"
+    save_model_file(run / "soups" / "greedy_soup", {"w": torch.zeros(1)}, _card())
+    with pytest.raises(
+        FileNotFoundError, match=r"is a folder, not a model file; models in it: .*greedy_soup"
+    ):
+        load_card(run)
+    with pytest.raises(FileNotFoundError, match=r"e\.g\. RUN/soups/greedy_soup"):
+        load_card(tmp_path)  # holds no model file at its top or under soups/
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,13 @@ neither torch nor scikit-learn until a name that needs them is touched.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+# OpenMP threads that spin while they wait turn a shared or oversubscribed CPU (a laptop doing
+# other work, two jobs on two cores) into a 10-20x slowdown; passive waiting costs little when
+# the cores are free. Set before torch loads its OpenMP runtime; the user's own value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
@@ -58,7 +64,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(__all__)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly

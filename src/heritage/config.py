@@ -244,6 +244,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Fail at configuration time, not an hour into training."""
+        given = {k: getattr(self, k) for k in ("augment", "mix", "loss", "entropy")}
+        for key, value in _sections(given).items():  # TrainConfig(mix="synermix") works too
+            setattr(self, key, value)
         choices = {
             "precision": PrecisionName,
             "resize_mode": ResizeMode,
@@ -257,7 +260,10 @@ class TrainConfig:
                 )
         positive = ("epochs", "batch_size", "lr", "restart_epochs", "restart_mult", "keep_top_k")
         for name in positive:
-            if not getattr(self, name) > 0:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not value > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not isinstance(self.keep_epochs, list | tuple) or not all(
             isinstance(e, int) and not isinstance(e, bool) for e in self.keep_epochs
@@ -303,27 +309,35 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training options {unknown}; valid: {sorted(known)}")
-        aug = data.get("augment")
-        if isinstance(aug, str):
-            data["augment"] = AugmentConfig.preset(aug)
-        elif isinstance(aug, dict):
-            aug = dict(aug)
-            for key in ("scale", "ratio"):
-                if key in aug:
-                    aug[key] = tuple(aug[key])
-            data["augment"] = AugmentConfig.preset(aug.pop("preset", "photo"), **aug)
-        if isinstance(data.get("mix"), dict):
-            data["mix"] = _upgrade_mix(data["mix"])
-        sections = {"mix": (MixConfig, "method"), "loss": (LossConfig, "name")}
-        sections["entropy"] = (EntropyConfig, "weight")
-        for key, (config_class, shorthand) in sections.items():
-            value = data.get(key)
-            if isinstance(value, dict):
-                _check_keys(key, value, config_class)
-                data[key] = config_class(**value)
-            elif value is not None and not isinstance(value, config_class):
-                data[key] = config_class(**{shorthand: value})
-        return cls(**data)
+        return cls(**_sections(data))
+
+
+def _sections(data: dict[str, Any]) -> dict[str, Any]:
+    """``augment``, ``mix``, ``loss`` and ``entropy`` as their config objects: a preset, method,
+    loss name or weight stands for the whole section (``mix="synermix"``), a mapping gives its
+    fields (``augment={"preset": "glyphs", "rotate": 5}``)."""
+    data = dict(data)
+    aug = data.get("augment")
+    if isinstance(aug, str):
+        data["augment"] = AugmentConfig.preset(aug)
+    elif isinstance(aug, dict):
+        aug = dict(aug)
+        for key in ("scale", "ratio"):
+            if key in aug:
+                aug[key] = tuple(aug[key])
+        data["augment"] = AugmentConfig.preset(aug.pop("preset", "photo"), **aug)
+    if isinstance(data.get("mix"), dict):
+        data["mix"] = _upgrade_mix(data["mix"])
+    sections = {"mix": (MixConfig, "method"), "loss": (LossConfig, "name")}
+    sections["entropy"] = (EntropyConfig, "weight")
+    for key, (config_class, shorthand) in sections.items():
+        value = data.get(key)
+        if isinstance(value, dict):
+            _check_keys(key, value, config_class)
+            data[key] = config_class(**value)
+        elif value is not None and not isinstance(value, config_class):
+            data[key] = config_class(**{shorthand: value})
+    return data
 
 
 def _upgrade_mix(mix: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,11 @@ class SoupClassifier:
         out: str | Path | None = None,
         overwrite: bool = False,
     ) -> None:
+        if config is not None and not isinstance(config, TrainConfig):
+            raise TypeError(
+                f"config must be a TrainConfig, got {type(config).__name__}: "
+                "write SoupClassifier(TrainConfig(epochs=6)) or TrainConfig.from_dict({...})"
+            )
         if recipe not in get_args(Recipe):
             raise ValueError(f"recipe must be one of {get_args(Recipe)}, got {recipe!r}")
         self.config = config if config is not None else TrainConfig()
@@ -86,21 +91,61 @@ class SoupClassifier:
             raise RuntimeError("this SoupClassifier is not fitted yet: call fit(collection)")
         return self.model_
 
-    def predict_proba(self, images: Sequence[str | Path | Image.Image]) -> np.ndarray:
-        """Calibrated class probabilities (n, n_classes), columns in ``classes_`` order."""
-        return self._fitted().predict_proba(images)
+    def predict_proba(self, images: Images) -> np.ndarray:
+        """Calibrated class probabilities (n, n_classes), columns in ``classes_`` order, for
+        image paths or PIL images (one path or image counts as a list of one)."""
+        return self._fitted().predict_proba(_as_list(images))
 
-    def predict(self, images: Sequence[str | Path | Image.Image]) -> list[str]:
+    def predict(self, images: Images) -> list[str]:
         """The most probable class of each image."""
         proba = self.predict_proba(images)
         return [self.classes_[i] for i in proba.argmax(axis=1)]
 
-    def score(self, collection: Collection, split: str = "test") -> float:
-        """Macro-F1 on one split of ``collection`` (the metric every benchmark reports)."""
+    def score(
+        self, collection: Collection | str | Path | None = None, split: str = "test"
+    ) -> float:
+        """Macro-F1 (the metric every benchmark reports) on one split: of the split ``fit``
+        made and saved when ``collection`` is None, else of ``collection`` (an object, a
+        folder or a manifest with a split column)."""
         from sklearn.metrics import f1_score
 
+        from heritage.collection import Collection
+        from heritage.run import Run
+
+        self._fitted()
+        if collection is None:
+            collection = Run.open(self.run_dir_).collection
+        elif not isinstance(collection, Collection):
+            collection = Collection.load(collection, min_classes=1)
+        if not collection.has_split:
+            raise ValueError(
+                "this collection has no split column to score on; call score() without a "
+                "collection to use the split fit made (saved in run_dir_/split.csv)"
+            )
         part = collection.split(split)
         if len(part) == 0:
             raise ValueError(f"the {split} split of the collection is empty")
         truth = [collection.classes[i] for i in part.targets()]
         return float(f1_score(truth, self.predict(part.paths()), average="macro"))
+
+
+Images = Sequence["str | Path | Image.Image"] | str | Path
+
+
+def _as_list(images: Images) -> list:
+    """One path or image as a list of one; a folder or a missing file named clearly."""
+    from PIL import Image
+
+    if isinstance(images, str | Path | Image.Image):
+        images = [images]
+    items = list(images)
+    for item in items:
+        if isinstance(item, str | Path):
+            path = Path(item)
+            if path.is_dir():
+                raise ValueError(
+                    f"{path} is a folder: pass its image files (e.g. sorted(path.glob('*.jpg')))"
+                )
+            if not path.is_file():
+                raise FileNotFoundError(f"no image file at {path}")
+    return items

@@ -92,6 +92,16 @@ def save_model_file(path: str | Path, state_dict: dict[str, torch.Tensor], card:
 
 
 def load_card(path: str | Path) -> ModelCard:
+    folder = Path(path)
+    if folder.is_dir():  # a run folder or a soups folder, not a model: say which models it has
+        found = sorted({model_stem(p) for p in folder.glob("*.safetensors")})
+        found += sorted({model_stem(p) for p in (folder / "soups").glob("*.safetensors")})
+        hint = (
+            f"; models in it: {', '.join(str(m) for m in found)}"
+            if found
+            else " (for a run folder, name one of its models, e.g. RUN/soups/greedy_soup)"
+        )
+        raise FileNotFoundError(f"{folder} is a folder, not a model file{hint}")
     _, card_path = model_paths(path)
     if not card_path.is_file():
         raise FileNotFoundError(

@@ -18,6 +18,7 @@ app = typer.Typer(
     help="Trustworthy machine learning for small cultural-heritage collections.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    rich_markup_mode="markdown",  # docstrings' line breaks rewrap; a blank line starts a paragraph
 )
 
 # shared option types ----------------------------------------------------------------------

@@ -85,15 +85,29 @@ def _config_help() -> str:
 ConfigFile = Annotated[Path | None, typer.Option(help=_config_help())]
 
 
-def collection_spec(source: str | None, config: Path | None, **options):
-    """Collection options: command line over the YAML ``data:`` section over defaults."""
+def collection_spec(
+    source: str | None,
+    config: Path | None,
+    columns: tuple[str | None, str | None, str | None, list[str] | None],
+    **options: Any,
+):
+    """Collection options: command line over the YAML ``data:`` section over defaults.
+    ``columns``: the shared options (image, label and split column, splits to ignore), in
+    the order every command declares them."""
     from heritage.collection import CollectionSpec
     from heritage.config import read_config_file
 
+    image_column, label_column, split_column, ignore_splits = columns
+    given_options = {
+        "source": source,
+        "image_column": image_column,
+        "label_column": label_column,
+        "split_column": split_column,
+        "ignore_splits": ignore_splits or None,
+        **options,
+    }
     data = read_config_file(config)["data"]
-    if options.get("ignore_splits") == []:
-        options["ignore_splits"] = None
-    data.update({k: v for k, v in {"source": source, **options}.items() if v is not None})
+    data.update({k: v for k, v in given_options.items() if v is not None})
     return CollectionSpec.from_dict(data)
 
 

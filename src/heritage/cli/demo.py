@@ -63,10 +63,7 @@ def demo(
             collection = collection_spec(
                 source,
                 config,
-                image_column=image_column,
-                label_column=label_column,
-                split_column=split_column,
-                ignore_splits=ignore_split,
+                (image_column, label_column, split_column, ignore_split),
             ).load()
             console.print(collection.summary().to_string())
             Trainer(cfg).fit(collection, out, overwrite=overwrite)

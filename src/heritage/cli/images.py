@@ -262,10 +262,7 @@ def train(
             collection = collection_spec(
                 source,
                 config,
-                image_column=image_column,
-                label_column=label_column,
-                split_column=split_column,
-                ignore_splits=ignore_split,
+                (image_column, label_column, split_column, ignore_split),
                 min_images_per_class=min_per_class,
             ).load()
             if extra_labels is not None:
@@ -457,10 +454,7 @@ def evaluate_cmd(
         collection = collection_spec(
             data,
             config,
-            image_column=image_column,
-            label_column=label_column,
-            split_column=split_column,
-            ignore_splits=ignore_split,
+            (image_column, label_column, split_column, ignore_split),
             min_images_per_class=1,
         ).load(min_classes=1)  # scoring needs no second class
         if collection.has_split:

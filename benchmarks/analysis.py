@@ -17,7 +17,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from heritage.analysis import analyze_runs
+from heritage.analysis import analyse_runs
 from heritage.progress import console
 from heritage.runtime import configure_threads, hardware_label, resolve_device
 
@@ -63,7 +63,7 @@ def main() -> None:
         if missing:
             raise SystemExit(f"run `python benchmarks/soups.py` first; missing: {missing}")
         out = ROOT / "benchmarks" / "runs" / "analysis" / name
-        result = analyze_runs(runs, "test", out, device=args.device)
+        result = analyse_runs(runs, "test", out, device=args.device)
         table = result.decomposition
         for method in METHODS:
             for metric in METRICS:

@@ -193,7 +193,7 @@ def step_seconds(name: str, args: argparse.Namespace) -> dict[str, list[float]]:
     model.train()
     for module in batchnorm_layers(model):  # as the trainer: pretrained statistics kept
         module.eval()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-7)
     steps = {}
     for method in args.methods:
         cfg = TrainConfig.from_dict({**BASE[name], **METHODS[method]})
@@ -203,9 +203,9 @@ def step_seconds(name: str, args: argparse.Namespace) -> dict[str, list[float]]:
 
     def step(objective, criterion) -> None:
         loss = objective(model, x, y, criterion).loss
-        optimizer.zero_grad(set_to_none=True)
+        optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        optimiser.step()
 
     for objective, criterion in steps.values():  # warm-up
         step(objective, criterion)

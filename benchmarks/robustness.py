@@ -451,11 +451,11 @@ def _predict_top_k(d: Path, s: Shared) -> list[str]:
 
 def _analyze_not_a_run(d: Path, s: Shared) -> list[str]:
     (d / "folder").mkdir()
-    return ["analyze", "folder"]
+    return ["analyse", "folder"]
 
 
 def _analyze_bad_split(d: Path, s: Shared) -> list[str]:
-    return ["analyze", str(s.run()), "--split", "holdout", "--out", "analysis"]
+    return ["analyse", str(s.run()), "--split", "holdout", "--out", "analysis"]
 
 
 def _demo_one_class(d: Path, s: Shared) -> list[str]:
@@ -833,8 +833,8 @@ CASES: list[Case] = [
     ),
     Case("predict-not-a-model", "predict with a model file that is not one", _predict_not_a_model),
     Case("predict-top-k", "predict --top-k 0", _predict_top_k),
-    Case("analyze-not-a-run", "analyze a folder that is not a run", _analyze_not_a_run),
-    Case("analyze-bad-split", "analyze --split with an unknown split", _analyze_bad_split),
+    Case("analyse-not-a-run", "analyse a folder that is not a run", _analyze_not_a_run),
+    Case("analyse-bad-split", "analyse --split with an unknown split", _analyze_bad_split),
     # metadata
     Case(
         "records-empty",

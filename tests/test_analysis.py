@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from heritage.analysis import (
     ProbabilityCache,
-    analyze,
-    analyze_runs,
+    analyse,
+    analyse_runs,
     checkpoint_geometry,
     compare_methods,
     confident_mistakes,
@@ -297,7 +297,7 @@ def souped_run(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def analysed(souped_run: Path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HERITAGE_NO_PROGRESS", "1")
-        return analyze(souped_run)
+        return analyse(souped_run)
 
 
 def _external_references(html: str) -> list[str]:
@@ -379,7 +379,7 @@ def test_analyze_json_numbers(analysed, souped_run: Path) -> None:
 def test_partial_run_names_what_is_missing(run_copy: Path, monkeypatch) -> None:
     """The trained fixture has no soups: the report says so and which command cooks them."""
     assert not (run_copy / "soups").exists()
-    result = analyze(run_copy)
+    result = analyse(run_copy)
     html = result.report.read_text(encoding="utf-8")
     assert "Not in this report" in html
     assert f"heritage soup {run_copy}" in html
@@ -401,7 +401,7 @@ def test_single_checkpoint_left(souped_run: Path, tmp_path: Path) -> None:
         for path in model_paths(run / "pool" / name):
             path.unlink()
     with pytest.warns(UserWarning, match="missing"):
-        result = analyze(run)
+        result = analyse(run)
     skipped = {s.what for s in result.skipped}
     assert {"checkpoint geometry", "variance across checkpoints"} <= skipped
     assert {f"checkpoint {name}" for name in gone} <= skipped
@@ -419,11 +419,11 @@ def test_probability_cache_reused_and_invalidated(run_copy: Path, monkeypatch) -
         return forward(path, *args, **kwargs)
 
     monkeypatch.setattr(probabilities_module, "model_proba", counting)
-    first = analyze(run_copy)
+    first = analyse(run_copy)
     assert sorted(calls) == sorted(first.checkpoints)
     assert (run_copy / "analysis" / "probs_test.npz").is_file()
     calls.clear()
-    second = analyze(run_copy)
+    second = analyse(run_copy)
     assert calls == []
     for name in first.checkpoints:
         np.testing.assert_array_equal(first.probas[name], second.probas[name])
@@ -432,7 +432,7 @@ def test_probability_cache_reused_and_invalidated(run_copy: Path, monkeypatch) -
     weights = model_paths(run_copy / "pool" / touched)[0]
     later = weights.stat().st_mtime + 60
     os.utime(weights, (later, later))
-    analyze(run_copy)
+    analyse(run_copy)
     assert calls == [touched]
 
 
@@ -457,7 +457,7 @@ def test_analyze_runs_across_seeds(souped_run: Path, tmp_path: Path) -> None:
     """Two copies of one run: every per-run method is the same model twice, so its
     across-run variance is zero, and single checkpoints keep their within-run variance."""
     runs = [Path(shutil.copytree(souped_run, tmp_path / f"seed{i}")) for i in range(2)]
-    seeds = analyze_runs(runs, out=tmp_path / "seeds")
+    seeds = analyse_runs(runs, out=tmp_path / "seeds")
     table = seeds.decomposition
     assert set(table.index) == {
         "single_checkpoints",
@@ -478,7 +478,7 @@ def test_analyze_runs_across_seeds(souped_run: Path, tmp_path: Path) -> None:
 
 def test_cli_analyze(souped_run: Path, tmp_path: Path) -> None:
     run = Path(shutil.copytree(souped_run, tmp_path / "run"))
-    result = _invoke("analyze", run, "--out", tmp_path / "report")
+    result = _invoke("analyse", run, "--out", tmp_path / "report")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report" / "report.html").is_file()
     assert (tmp_path / "report" / "analysis.json").is_file()
@@ -487,17 +487,17 @@ def test_cli_analyze(souped_run: Path, tmp_path: Path) -> None:
 
 def test_cli_analyze_several_runs(souped_run: Path, tmp_path: Path) -> None:
     runs = [Path(shutil.copytree(souped_run, tmp_path / f"seed{i}")) for i in range(2)]
-    result = _invoke("analyze", *runs, "--out", tmp_path / "seeds")
+    result = _invoke("analyse", *runs, "--out", tmp_path / "seeds")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "seeds" / "report.html").is_file()
     assert all((run / "analysis" / "report.html").is_file() for run in runs)
 
 
 def test_cli_analyze_errors(tmp_path: Path, run_copy: Path) -> None:
-    result = _invoke("analyze", tmp_path)
+    result = _invoke("analyse", tmp_path)
     assert result.exit_code == 2
     assert "not a heritage run folder" in result.output
-    result = _invoke("analyze", tmp_path / "nowhere")
+    result = _invoke("analyse", tmp_path / "nowhere")
     assert result.exit_code == 2 and "does not exist" in result.output
-    result = _invoke("analyze", run_copy, "--split", "holdout")
+    result = _invoke("analyse", run_copy, "--split", "holdout")
     assert result.exit_code == 2 and "Unknown split" in result.output

@@ -189,7 +189,7 @@ def test_plot_confusion_sixty_classes(tmp_path) -> None:
     _assert_png(out)
     with Image.open(out) as im:
         assert max(im.size) <= 24 * 100 + 1  # capped at 24 inches at 100 dpi
-    _assert_png(plot_confusion(ev, tmp_path / "cm60_raw.png", normalize=False))
+    _assert_png(plot_confusion(ev, tmp_path / "cm60_raw.png", normalise=False))
 
 
 def test_plot_reliability(tmp_path) -> None:

@@ -83,7 +83,7 @@ def test_flat_modality_reads_texts_and_fields_but_never_the_property() -> None:
     proba = flat.predict_proba(test)["place"]
     assert not np.isnan(proba).any()  # records without text still have their fields
     assert macro_f1(test, proba, "place", classes["place"]) == 1.0  # museum=… decides place
-    vocabulary = set(flat.fields_vectorizer_.vocabulary_)
+    vocabulary = set(flat.fields_vectoriser_.vocabulary_)
     assert vocabulary == {f"museum={m}" for m in museums}  # the property is no feature
     # saved as data and read back
     arrays = ArrayStore()

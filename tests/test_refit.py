@@ -87,10 +87,10 @@ def test_refit_again_resumes_instead_of_retraining(refitted: dict) -> None:
 
 
 def test_analyze_refuses_a_refit_before_any_forward_pass(refitted: dict) -> None:
-    from heritage.analysis.report import analyze
+    from heritage.analysis.report import analyse
 
     with pytest.raises(RunError, match="refitted from"):
-        analyze(refitted["out"])
+        analyse(refitted["out"])
     assert not (refitted["out"] / "analysis" / "probs_test.npz").exists()
 
 

@@ -8,7 +8,7 @@ now exits with code 2 and one line naming the file, row or column and what to do
 Part 2: property-based tests (hypothesis) over generated collections, record tables and
 triplet files, driven through the command line: whatever the input, the outcome is success
 (exit 0) or heritage's error (exit 2 with a message), never an uncaught exception. Commands
-that need a trained run or a server (soup, refit, analyze, demo, kg, explore) are checked by
+that need a trained run or a server (soup, refit, analyse, demo, kg, explore) are checked by
 the explicit tests and by benchmarks/robustness.py, not fuzzed: each example would train.
 """
 

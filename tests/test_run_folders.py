@@ -276,7 +276,7 @@ def _held_elsewhere(script: str, *args: str | Path) -> Iterator[subprocess.Popen
 def test_second_writer_stops_at_once_naming_the_holder(
     image_folder: Path, tmp_path: Path, tiny_config, tiny_yaml: Path, run_copy: Path
 ) -> None:
-    from heritage.analysis import analyze
+    from heritage.analysis import analyse
     from heritage.run import Run
 
     run = tmp_path / "new-run"
@@ -295,7 +295,7 @@ def test_second_writer_stops_at_once_naming_the_holder(
 
     opened = Run.open(run_copy)  # reading needs no lock
     with _held_elsewhere(_HOLD, run_copy, "heritage soup"):
-        for step in (opened.cook_soups, opened.evaluate, lambda: analyze(run_copy)):
+        for step in (opened.cook_soups, opened.evaluate, lambda: analyse(run_copy)):
             with pytest.raises(FolderLocked, match="heritage soup"):
                 step()
         result = _invoke("evaluate", run_copy)

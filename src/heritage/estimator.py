@@ -4,7 +4,7 @@
 keeps one model (the greedy soup by default); ``predict`` / ``predict_proba`` then take image
 paths or PIL images. Everything it does is the same as the command line's ``heritage train``,
 ``heritage soup`` and ``heritage predict``: the run folder it leaves is an ordinary run that
-``heritage evaluate`` and ``heritage analyze`` read, and a second ``fit`` into the same folder
+``heritage evaluate`` and ``heritage analyse`` read, and a second ``fit`` into the same folder
 resumes it.
 """
 

@@ -297,13 +297,13 @@ def plot_confusion(
     evaluation: Evaluation,
     path: Any,
     *,
-    normalize: bool = True,
+    normalise: bool = True,
     title: str | None = None,
 ) -> Path:
     """Confusion matrix PNG (rows = true). Row-normalised shows per-class recall at a glance."""
     cm = np.asarray(evaluation.confusion, dtype=np.float64)
     c = cm.shape[0]
-    if normalize:
+    if normalise:
         row = cm.sum(axis=1, keepdims=True)
         data = np.divide(cm, row, out=np.zeros_like(cm), where=row > 0)
     else:
@@ -312,7 +312,7 @@ def plot_confusion(
     size = float(min(_MAX_FIG_INCHES, max(5.0, 0.38 * c + 3.0)))
     fig = _new_figure(size, size)
     ax = fig.add_subplot()
-    vmax = 1.0 if normalize else max(float(data.max()), 1.0)
+    vmax = 1.0 if normalise else max(float(data.max()), 1.0)
     im = ax.imshow(data, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, shrink=1.0 if c <= 25 else 0.5)
 
@@ -325,7 +325,7 @@ def plot_confusion(
     ax.set_yticklabels(evaluation.classes, fontsize=tick_fs)
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
-    default = "Confusion matrix (row-normalised)" if normalize else "Confusion matrix"
+    default = "Confusion matrix (row-normalised)" if normalise else "Confusion matrix"
     ax.set_title(title or default)
 
     if c <= 25:
@@ -333,7 +333,7 @@ def plot_confusion(
         for i in range(c):
             for j in range(c):
                 v = data[i, j]
-                text = f"{v:.2f}" if normalize else f"{int(v)}"
+                text = f"{v:.2f}" if normalise else f"{int(v)}"
                 colour = "white" if v > 0.6 * vmax else "black"
                 ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=ann_fs)
     return _save(fig, path)

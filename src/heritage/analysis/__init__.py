@@ -1,6 +1,6 @@
 """Why soups and ensembles work, measured: bias–variance decompositions over a set of models,
 the geometry of the checkpoints' predictions, and a self-contained HTML report per run
-(``heritage analyze``)."""
+(``heritage analyse``)."""
 
 from heritage.analysis.bias_variance import (
     CrossEntropyDecomposition,
@@ -33,7 +33,7 @@ from heritage.analysis.probabilities import (
     model_proba,
     split_probabilities,
 )
-from heritage.analysis.report import AnalysisResult, SeedAnalysis, Skipped, analyze, analyze_runs
+from heritage.analysis.report import AnalysisResult, SeedAnalysis, Skipped, analyse, analyse_runs
 
 __all__ = [
     "AnalysisResult",
@@ -45,8 +45,8 @@ __all__ = [
     "Skipped",
     "SplitProbabilities",
     "ZeroOneDecomposition",
-    "analyze",
-    "analyze_runs",
+    "analyse",
+    "analyse_runs",
     "checkpoint_geometry",
     "compare_methods",
     "confident_mistakes",

@@ -1,6 +1,6 @@
-"""``heritage analyze``: one self-contained HTML report (and a JSON of its numbers) per run.
+"""``heritage analyse``: one self-contained HTML report (and a JSON of its numbers) per run.
 
-:func:`analyze` reads a run folder written by ``heritage train`` / ``heritage soup`` — also a
+:func:`analyse` reads a run folder written by ``heritage train`` / ``heritage soup`` — also a
 partial one — and puts in one place what explains its results:
 
 * the bias–variance decomposition of the test error over the run's checkpoints (0-1 loss:
@@ -18,7 +18,7 @@ probabilities, with no extra forward pass. What cannot be computed (no soups yet
 checkpoint, no history) is listed in the report with the command that would make it.
 
 Within one run a soup is one model, so its own variance is only defined across runs:
-:func:`analyze_runs` takes runs of the same collection with different seeds (or resampled
+:func:`analyse_runs` takes runs of the same collection with different seeds (or resampled
 training sets) and decomposes each method's error across them.
 """
 
@@ -58,7 +58,7 @@ from heritage.model import load_card, model_paths
 from heritage.progress import console
 from heritage.training.pool import epoch_of
 
-__all__ = ["AnalysisResult", "SeedAnalysis", "Skipped", "analyze", "analyze_runs"]
+__all__ = ["AnalysisResult", "SeedAnalysis", "Skipped", "analyse", "analyse_runs"]
 
 #: single-model methods compared with the checkpoints, in report order
 METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
@@ -76,7 +76,7 @@ class Skipped:
 
 @dataclass
 class AnalysisResult:
-    """Everything :func:`analyze` computed for one run (the report shows it, the JSON has it)."""
+    """Everything :func:`analyse` computed for one run (the report shows it, the JSON has it)."""
 
     run: Path
     split: str
@@ -102,7 +102,7 @@ class AnalysisResult:
 
 @dataclass
 class SeedAnalysis:
-    """The across-seed decomposition of :func:`analyze_runs`, plus each run's own analysis."""
+    """The across-seed decomposition of :func:`analyse_runs`, plus each run's own analysis."""
 
     runs: list[AnalysisResult]
     split: str
@@ -307,7 +307,7 @@ def _geometry_and_curves(
 
 
 @_locks_run(lambda run_dir, *args, **kwargs: run_dir)
-def analyze(
+def analyse(
     run_dir: str | Path,
     split: str = "test",
     out: str | Path | None = None,
@@ -662,7 +662,7 @@ def _write_seed_files(seeds: SeedAnalysis, plot: Path) -> None:
 
 
 @_locks_run(lambda run_dirs, *args, **kwargs: run_dirs[0] if len(run_dirs) else None)
-def analyze_runs(
+def analyse_runs(
     run_dirs: Sequence[str | Path],
     split: str = "test",
     out: str | Path | None = None,
@@ -678,7 +678,7 @@ def analyze_runs(
     different seeds share few), so no run is scored on its training images."""
     if len(run_dirs) < 2:
         raise ValueError("the across-seed analysis needs at least two runs")
-    results = [analyze(r, split, device=device) for r in run_dirs]
+    results = [analyse(r, split, device=device) for r in run_dirs]
     first = results[0]
     shared, aligned = _shared_images(results, split)
     skipped: list[Skipped] = []

@@ -47,7 +47,7 @@ def demo(
 ) -> None:
     """Train, cook soups, evaluate, analyse, publish a knowledge graph of the predictions and
     open it in the explorer (the README's main job); rerun to resume (--overwrite: afresh)."""
-    from heritage.analysis import analyze as analyze_run
+    from heritage.analysis import analyse as analyse_run
     from heritage.backbones import BackboneError
     from heritage.collection import CollectionError
     from heritage.config import load_config
@@ -70,7 +70,7 @@ def demo(
             run = Run.open(out)
             run.cook_soups()
             run.evaluate("test")
-            analysis = analyze_run(out, "test")
+            analysis = analyse_run(out, "test")
             console.print((out / "eval" / "test" / "comparison.md").read_text(), markup=False)
             for sentence in analysis.summary:
                 console.print(sentence, markup=False)

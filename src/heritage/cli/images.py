@@ -571,7 +571,7 @@ def backbones() -> None:
 
 
 @app.command()
-def analyze(
+def analyse(
     runs: Annotated[
         list[Path],
         typer.Argument(
@@ -592,22 +592,26 @@ def analyze(
 ) -> None:
     """Bias–variance decomposition, checkpoint geometry (MDS) and diagnostics in one
     self-contained HTML report (report.html, plots embedded) plus analysis.json."""
-    from heritage.analysis import analyze as analyze_run
-    from heritage.analysis import analyze_runs
+    from heritage.analysis import analyse as analyse_run
+    from heritage.analysis import analyse_runs
     from heritage.collection import CollectionError
     from heritage.locking import FolderLocked
     from heritage.run import RunError
 
     try:
         if len(runs) == 1:
-            result = analyze_run(runs[0], split, out, device=device)
+            result = analyse_run(runs[0], split, out, device=device)
             for skipped in result.skipped:
                 hint = f" (`{skipped.command}`)" if skipped.command else ""
                 console.print(f"[yellow]skipped[/] {skipped.what}: {skipped.reason}{hint}")
             console.print(f"report: {result.report}")
         else:
-            seeds = analyze_runs(runs, split, out, device=device)
+            seeds = analyse_runs(runs, split, out, device=device)
             console.print(f"reports: {', '.join(str(r.report) for r in seeds.runs)}")
             console.print(f"across runs: {seeds.report}")
     except (RunError, CollectionError, ValueError, FileNotFoundError, FolderLocked) as exc:
         fail(exc)
+
+
+# the American spelling still works: scripts written before 0.2 call `heritage analyze`
+app.command("analyze", hidden=True)(analyse)

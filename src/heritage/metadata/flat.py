@@ -23,8 +23,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from heritage.metadata.base import Targets
 from heritage.metadata.persist import (
     ArrayStore,
-    tfidf_vectorizer_from_state,
-    tfidf_vectorizer_state,
+    tfidf_vectoriser_from_state,
+    tfidf_vectoriser_state,
 )
 from heritage.metadata.records import RecordTable
 from heritage.metadata.text import TfidfText, _usable_text, char_tfidf
@@ -48,7 +48,7 @@ def field_tokens(records: RecordTable) -> list[str]:
     return out
 
 
-def _field_vectorizer() -> TfidfVectorizer:
+def _field_vectoriser() -> TfidfVectorizer:
     # each token is one feature: no lower-casing, no splitting on punctuation
     return TfidfVectorizer(
         analyzer="word", token_pattern=r"\S+", lowercase=False, sublinear_tf=True, dtype=np.float32
@@ -58,7 +58,7 @@ def _field_vectorizer() -> TfidfVectorizer:
 class FlatText(TfidfText):
     """TF-IDF of a record's texts (character n-grams) and tabular fields (``column=value``)
     in one matrix, with a balanced logistic regression per property. A record with neither
-    text nor fields is absent. Learnt state: ``vectorizer_`` (texts), ``fields_vectorizer_``,
+    text nor fields is absent. Learnt state: ``vectoriser_`` (texts), ``fields_vectoriser_``,
     ``models_``, ``classes_``."""
 
     name = "text_flat"
@@ -74,10 +74,10 @@ class FlatText(TfidfText):
 
     def _matrix(self, docs: list[str], fields: list[str]) -> Any:
         parts = []
-        if self.vectorizer_ is not None:
-            parts.append(self.vectorizer_.transform(docs))
-        if self.fields_vectorizer_ is not None:
-            parts.append(self.fields_vectorizer_.transform(fields))
+        if self.vectoriser_ is not None:
+            parts.append(self.vectoriser_.transform(docs))
+        if self.fields_vectoriser_ is not None:
+            parts.append(self.fields_vectoriser_.transform(fields))
         return sp.hstack(parts, format="csr")
 
     def fit(self, records: RecordTable, targets: Targets) -> FlatText:
@@ -86,16 +86,16 @@ class FlatText(TfidfText):
         self.models_ = dict.fromkeys(self.classes_)
         texts = [d for d, u in zip(docs, usable, strict=True) if u and d]
         tokens = [f for f, u in zip(fields, usable, strict=True) if u and f]
-        self.vectorizer_ = char_tfidf(self.config, len(texts)).fit(texts) if texts else None
-        self.fields_vectorizer_ = _field_vectorizer().fit(tokens) if tokens else None
-        if self.vectorizer_ is None and self.fields_vectorizer_ is None:
+        self.vectoriser_ = char_tfidf(self.config, len(texts)).fit(texts) if texts else None
+        self.fields_vectoriser_ = _field_vectoriser().fit(tokens) if tokens else None
+        if self.vectoriser_ is None and self.fields_vectoriser_ is None:
             return self
         self._fit_models(self._matrix(docs, fields), usable, targets)
         return self
 
     def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
         docs, fields, usable = self._inputs(records)
-        if self.vectorizer_ is None and self.fields_vectorizer_ is None:
+        if self.vectoriser_ is None and self.fields_vectoriser_ is None:
             usable = np.zeros(len(records), dtype=bool)
         rows = np.flatnonzero(usable)
         x = self._matrix([docs[i] for i in rows], [fields[i] for i in rows]) if len(rows) else None
@@ -103,17 +103,17 @@ class FlatText(TfidfText):
 
     def state(self, arrays: ArrayStore, prefix: str) -> dict[str, Any]:
         out = super().state(arrays, prefix)
-        fields = self.fields_vectorizer_
-        out["fields_vectorizer"] = (
-            None if fields is None else tfidf_vectorizer_state(fields, arrays, f"{prefix}.fields")
+        fields = self.fields_vectoriser_
+        out["fields_vectoriser"] = (
+            None if fields is None else tfidf_vectoriser_state(fields, arrays, f"{prefix}.fields")
         )
         return out
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> FlatText:
         model = super().from_state(state, arrays)
-        fields = state["fields_vectorizer"]
-        model.fields_vectorizer_ = (
-            None if fields is None else tfidf_vectorizer_from_state(fields, arrays)
+        fields = state.get("fields_vectoriser", state.get("fields_vectorizer"))  # 0.1 spelling
+        model.fields_vectoriser_ = (
+            None if fields is None else tfidf_vectoriser_from_state(fields, arrays)
         )
         return model  # type: ignore[return-value]

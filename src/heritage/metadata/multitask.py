@@ -352,13 +352,13 @@ def fine_tune_multitask(
     head_params = list(model.heads.parameters())
     head_ids = set(map(id, head_params))
     body = [q for q in model.parameters() if q.requires_grad and id(q) not in head_ids]
-    optimizer = torch.optim.AdamW(
+    optimiser = torch.optim.AdamW(
         [{"params": body, "lr": t.lr}, {"params": head_params, "lr": t.lr * t.head_lr_mult}],
         weight_decay=t.weight_decay,
     )
     steps = len(loader)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer,
+        optimiser,
         T_0=t.restart_epochs * steps,
         T_mult=t.restart_mult,
         eta_min=t.lr * t.min_lr_ratio,
@@ -372,7 +372,7 @@ def fine_tune_multitask(
     snapshots: list[tuple[float, int, dict[str, torch.Tensor]]] = []
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    resumable, start = ResumableLoop(model, optimizer, scheduler, scaler, loader, device), 1
+    resumable, start = ResumableLoop(model, optimiser, scheduler, scaler, loader, device), 1
     if saved is not None:  # resume after the last finished epoch, pool and RNGs included
         resumable.restore(saved)
         snapshots, history, best = saved["snapshots"], saved["history"], saved["best"]
@@ -417,9 +417,9 @@ def fine_tune_multitask(
                         f"multi-task loss became {loss.item()} at epoch {epoch}, step {step}: "
                         "lower the learning rate (train: {lr: ...})"
                     )
-                optimizer.zero_grad(set_to_none=True)
+                optimiser.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                scaler.step(optimizer)
+                scaler.step(optimiser)
                 scaler.update()
                 scheduler.step((epoch - 1) * steps + step + 1)
                 total += loss.item()

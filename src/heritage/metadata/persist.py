@@ -49,8 +49,8 @@ __all__ = [
     "register_modality_class",
     "scaler_from_state",
     "scaler_state",
-    "tfidf_vectorizer_from_state",
-    "tfidf_vectorizer_state",
+    "tfidf_vectoriser_from_state",
+    "tfidf_vectoriser_state",
     "write_model_files",
 ]
 
@@ -311,28 +311,28 @@ def scaler_from_state(state: Mapping[str, Any], arrays: ArrayStore) -> Any:
     return scaler
 
 
-def tfidf_vectorizer_state(vectorizer: Any, arrays: ArrayStore, name: str) -> dict[str, Any]:
+def tfidf_vectoriser_state(vectoriser: Any, arrays: ArrayStore, name: str) -> dict[str, Any]:
     """A fitted ``TfidfVectorizer``: parameters, vocabulary (terms in column order) and IDF
     weights."""
-    vocabulary = vectorizer.vocabulary_
+    vocabulary = vectoriser.vocabulary_
     terms = [""] * len(vocabulary)
     for term, column in vocabulary.items():
         terms[int(column)] = term
     return {
-        "params": _params(vectorizer),
+        "params": _params(vectoriser),
         "terms": terms,
-        "idf": arrays.put(f"{name}.idf", vectorizer.idf_),
+        "idf": arrays.put(f"{name}.idf", vectoriser.idf_),
     }
 
 
-def tfidf_vectorizer_from_state(state: Mapping[str, Any], arrays: ArrayStore) -> Any:
+def tfidf_vectoriser_from_state(state: Mapping[str, Any], arrays: ArrayStore) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    vectorizer = TfidfVectorizer(**_unparams(state["params"], TfidfVectorizer))
-    vectorizer.vocabulary_ = {term: i for i, term in enumerate(state["terms"])}
-    vectorizer.fixed_vocabulary_ = False
-    vectorizer.idf_ = arrays.get(state["idf"])
-    return vectorizer
+    vectoriser = TfidfVectorizer(**_unparams(state["params"], TfidfVectorizer))
+    vectoriser.vocabulary_ = {term: i for i, term in enumerate(state["terms"])}
+    vectoriser.fixed_vocabulary_ = False
+    vectoriser.idf_ = arrays.get(state["idf"])
+    return vectoriser
 
 
 # --------------------------------------------------------------------------- LightGBM

@@ -51,8 +51,8 @@ from heritage.metadata.persist import (
     logistic_state,
     scaler_from_state,
     scaler_state,
-    tfidf_vectorizer_from_state,
-    tfidf_vectorizer_state,
+    tfidf_vectoriser_from_state,
+    tfidf_vectoriser_state,
 )
 from heritage.metadata.records import RecordTable
 from heritage.progress import progress_bar
@@ -458,7 +458,7 @@ def char_tfidf(config: TfidfConfig, n_docs: int) -> TfidfVectorizer:
 
 class TfidfText(Modality):
     """TF-IDF over the concatenation of a record's texts + balanced logistic regression per
-    property. Learnt state: ``vectorizer_``, ``models_`` (property -> model or None),
+    property. Learnt state: ``vectoriser_``, ``models_`` (property -> model or None),
     ``classes_``."""
 
     name = "text_tfidf"
@@ -483,11 +483,11 @@ class TfidfText(Modality):
         self.models_: dict[str, tuple[LogisticRegression, np.ndarray] | None] = {}
         train_docs = [d for d, u in zip(docs, usable, strict=True) if u]
         if not train_docs:
-            self.vectorizer_ = None
+            self.vectoriser_ = None
             self.models_ = dict.fromkeys(self.classes_)
             return self
-        self.vectorizer_ = char_tfidf(self.config, len(train_docs)).fit(train_docs)
-        self._fit_models(self.vectorizer_.transform(docs), usable, targets)
+        self.vectoriser_ = char_tfidf(self.config, len(train_docs)).fit(train_docs)
+        self._fit_models(self.vectoriser_.transform(docs), usable, targets)
         return self
 
     def _fit_models(self, x: Any, usable: np.ndarray, targets: Targets) -> None:
@@ -527,13 +527,13 @@ class TfidfText(Modality):
                     "model": logistic_state(fitted[0], arrays, name),
                     "seen": arrays.put(f"{name}.seen", fitted[1]),
                 }
-        vectorizer = self.vectorizer_
+        vectoriser = self.vectoriser_
         return {
             "config": asdict(self.config),
             "classes": self.classes_,
-            "vectorizer": None
-            if vectorizer is None
-            else tfidf_vectorizer_state(vectorizer, arrays, f"{prefix}.vectorizer"),
+            "vectoriser": None
+            if vectoriser is None
+            else tfidf_vectoriser_state(vectoriser, arrays, f"{prefix}.vectoriser"),
             "models": models,
         }
 
@@ -543,9 +543,9 @@ class TfidfText(Modality):
         config["ngram_range"] = tuple(config["ngram_range"])
         model = cls(TfidfConfig(**config))
         model.classes_ = {p: list(c) for p, c in state["classes"].items()}
-        vectorizer = state["vectorizer"]
-        model.vectorizer_ = (
-            None if vectorizer is None else tfidf_vectorizer_from_state(vectorizer, arrays)
+        vectoriser = state.get("vectoriser", state.get("vectorizer"))  # 0.1 spelling
+        model.vectoriser_ = (
+            None if vectoriser is None else tfidf_vectoriser_from_state(vectoriser, arrays)
         )
         model.models_ = {
             prop: None
@@ -558,10 +558,10 @@ class TfidfText(Modality):
     def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
         texts, usable = _usable_text(records)
         out = {p: absent(len(records), len(c)) for p, c in self.classes_.items()}
-        if self.vectorizer_ is None or not usable.any():
+        if self.vectoriser_ is None or not usable.any():
             return out
         docs = self._documents(texts)
-        x = self.vectorizer_.transform([d for d, u in zip(docs, usable, strict=True) if u])
+        x = self.vectoriser_.transform([d for d, u in zip(docs, usable, strict=True) if u])
         return self._predict_models(x, usable)
 
 

@@ -182,7 +182,7 @@ class ResumableLoop:
     dropout on the GPU), so that it continues as the uninterrupted run would have."""
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimiser: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     loader: DataLoader
@@ -191,7 +191,7 @@ class ResumableLoop:
     def state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimiser.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": {
@@ -205,7 +205,7 @@ class ResumableLoop:
     def restore(self, state: dict[str, Any]) -> None:
         """The inverse of :meth:`state`."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimiser.load_state_dict(state["optimizer"])
         if state.get("scaler"):  # empty when the run so far was not fp16
             self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -245,7 +245,7 @@ class _LoopParts:
     model: nn.Module
     frozen: list[nn.Module]
     loader: DataLoader
-    optimizer: torch.optim.Optimizer
+    optimiser: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     criterion: nn.Module
@@ -393,9 +393,9 @@ class Trainer:
         )
         steps_per_epoch = len(train_loader)
 
-        optimizer = _adamw(model, cfg)
+        optimiser = _adamw(model, cfg)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer,
+            optimiser,
             T_0=cfg.restart_epochs * steps_per_epoch,
             T_mult=cfg.restart_mult,
             eta_min=cfg.lr * cfg.min_lr_ratio,
@@ -413,7 +413,7 @@ class Trainer:
             model,
             frozen,
             train_loader,
-            optimizer,
+            optimiser,
             scheduler,
             scaler,
             criterion.to(device),
@@ -422,7 +422,7 @@ class Trainer:
             device,
             precision,
         )
-        resumable = ResumableLoop(model, optimizer, scheduler, scaler, train_loader, device)
+        resumable = ResumableLoop(model, optimiser, scheduler, scaler, train_loader, device)
 
         # the run's files once its start has succeeded: a start that failed before here
         # leaves nothing that a corrected rerun would take for this run
@@ -488,7 +488,7 @@ class Trainer:
                 "epoch": epoch,
                 "train_loss": loss,
                 **metrics,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": optimiser.param_groups[0]["lr"],
                 "epoch_seconds": epoch_seconds,
                 "step_seconds": epoch_seconds / steps_per_epoch,
             }
@@ -531,7 +531,7 @@ class Trainer:
 
     def _train_epoch(self, parts: _LoopParts, epoch: int) -> tuple[float, int]:
         """One pass over the loader; returns the mean loss and the images trained on."""
-        model, loader, optimizer, scaler = parts.model, parts.loader, parts.optimizer, parts.scaler
+        model, loader, optimiser, scaler = parts.model, parts.loader, parts.optimiser, parts.scaler
         device, precision, steps_per_epoch = parts.device, parts.precision, len(parts.loader)
         model.train()
         set_epoch = getattr(loader.batch_sampler, "set_epoch", None)  # heritage's samplers
@@ -561,9 +561,9 @@ class Trainer:
                         f"loss became {loss.item()} at epoch {epoch}, step {step}: lower the "
                         "learning rate; the pool and the last finished epoch are kept"
                     )
-                optimizer.zero_grad(set_to_none=True)
+                optimiser.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()  # a no-op scaler unless training in fp16
-                scaler.step(optimizer)
+                scaler.step(optimiser)
                 scaler.update()
                 parts.scheduler.step((epoch - 1) * steps_per_epoch + step + 1)
                 total += loss.item() * len(x)

@@ -170,6 +170,9 @@ def test_cli_evaluate_not_a_run(tmp_path: Path) -> None:
     result = _invoke("soup", tmp_path / "missing")
     assert result.exit_code == 2
     assert "does not exist" in result.output
+    result = _invoke("evaluate", tmp_path / "nope")  # a typo: not "give --data"
+    assert result.exit_code == 2
+    assert "neither a run folder nor a model file" in " ".join(result.output.split())
 
 
 def test_cli_predict_list_file_and_unreadable_image(

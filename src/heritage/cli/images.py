@@ -439,7 +439,7 @@ def evaluate_cmd(
     from heritage.collection import CollectionError
     from heritage.evaluation import evaluate, expected_calibration_error, write_report
     from heritage.locking import FolderLocked, folder_lock
-    from heritage.model import ImageClassifier, model_stem
+    from heritage.model import ImageClassifier, model_paths, model_stem
     from heritage.run import Run, RunError
 
     try:
@@ -449,6 +449,12 @@ def evaluate_cmd(
                 console.print(f"{method:>16}: {ev.summary()}")
             console.print(f"reports in {target}/eval/{split}/ (comparison.md)")
             return
+        weights, card = model_paths(target)
+        if not (weights.is_file() or card.is_file()):
+            raise FileNotFoundError(
+                f"{target} is neither a run folder nor a model file (NAME.safetensors + "
+                "NAME.json); check the path"
+            )
         if data is None:
             raise ValueError("evaluating a model file needs --data (a folder or manifest)")
         collection = collection_spec(

@@ -297,3 +297,11 @@ def test_cli_rejects_unknown_mix_method(image_folder: Path, tmp_path: Path) -> N
     assert result.exit_code == 2
     assert "blend" in result.output and "synermix" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_column_options_on_a_folder_are_refused(image_folder: Path, tmp_path: Path) -> None:
+    """A folder's labels are its sub-folder names: --label-column there would be ignored."""
+    result = _invoke("train", image_folder, "--label-column", "kind", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "label_column do(es) not apply" in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()

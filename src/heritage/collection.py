@@ -1150,11 +1150,21 @@ class CollectionSpec:
             "min_classes": min_classes,
             "progress": progress,
         }
+        manifest_options = {
+            "image_column": self.image_column,
+            "label_column": self.label_column,
+            "split_column": self.split_column,
+            "ignore_splits": self.ignore_splits,
+        }
         if src.suffix.lower() == ".csv" or (src / "manifest.csv").is_file():
-            kwargs.update(
-                image_column=self.image_column,
-                label_column=self.label_column,
-                split_column=self.split_column,
-                ignore_splits=self.ignore_splits,
-            )
+            kwargs.update(manifest_options)
+        elif src.is_dir():  # sub-folder names are the labels: a column option would be ignored
+            defaults = {f.name: f.default for f in fields(self)}
+            given = [k for k, v in manifest_options.items() if v != defaults[k]]
+            if given:
+                raise CollectionError(
+                    f"Folder {src.absolute()} has no manifest.csv: its sub-folder names are the "
+                    f"labels, so {', '.join(given)} do(es) not apply; pass a CSV manifest to "
+                    "use columns, or drop those options"
+                )
         return Collection.load(src, **kwargs)

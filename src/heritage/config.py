@@ -309,7 +309,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown training options {unknown}; valid: {sorted(known)}")
-        return cls(**_sections(data))
+        return cls(**data)  # __post_init__ turns the section shorthands into their configs
 
 
 def _sections(data: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 ResizeMode = Literal["crop", "squash", "pad"]
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 HeadInit = Literal["probe", "random"]
+WeightAverage = Literal["none", "ema", "swa"]
 SamplerName = Literal["auto", "random", "class_pairs", "balanced"]
 LossName = Literal["ce", "focal"]
 
@@ -218,6 +219,9 @@ class TrainConfig:
     balance_power: float = 0.5  # balanced sampler: 0 natural frequencies ... 1 equal classes
     label_smoothing: float = 0.1
     head_init: HeadInit = "probe"  # LP-FT: start from a linear probe's head
+    # a run folder to start from (its split and head) instead: runs started from one run
+    # share an initialisation, so their weights can be averaged (heritage soup RUN_A RUN_B)
+    init_from: str | None = None
     epochs: int = 12
     batch_size: int = 16
     lr: float = 1e-4  # AdamW learning rate (the paper's)
@@ -229,6 +233,11 @@ class TrainConfig:
     freeze_stages: int = 0  # freeze the stem and the first N stages (faster on CPU)
     freeze_bn_stats: bool = True  # keep pretrained BatchNorm statistics (small batches drift)
     keep_top_k: int = 2  # per validation criterion, in the checkpoint pool
+    # averaged weights along the trajectory as extra pool ingredients at each cycle's end:
+    # ema (exponential moving average over about average_epochs epochs of steps) or swa
+    # (the equal average of the cycle's epoch ends)
+    average: WeightAverage = "none"
+    average_epochs: float = 1.0
     # epochs whose checkpoints stay in the pool whatever their scores; a refit on train + val
     # (no validation split) names the epochs of the soup chosen on the first run
     keep_epochs: list[int] = field(default_factory=list)
@@ -251,6 +260,7 @@ class TrainConfig:
             "precision": PrecisionName,
             "resize_mode": ResizeMode,
             "head_init": HeadInit,
+            "average": WeightAverage,
             "sampler": SamplerName,
         }
         for name, literal in choices.items():
@@ -258,7 +268,15 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be one of {allowed(literal)}, got {getattr(self, name)!r}"
                 )
-        positive = ("epochs", "batch_size", "lr", "restart_epochs", "restart_mult", "keep_top_k")
+        positive = (
+            "epochs",
+            "batch_size",
+            "lr",
+            "restart_epochs",
+            "restart_mult",
+            "keep_top_k",
+            "average_epochs",
+        )
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -13,9 +13,12 @@ past a checkpoint it did not keep.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from heritage.model import ModelCard
 from heritage.progress import console
@@ -102,3 +105,64 @@ def format_val(metrics: dict[str, float]) -> str:
         for key in ("val_loss", "val_top1", "val_macro_f1")
         if key in metrics
     )
+
+
+@dataclass
+class AverageWeights:
+    """Callback: weights averaged along the trajectory (``torch.optim.swa_utils``), offered to
+    the pool at the end of every restart cycle as ``ema_NNN`` or ``swa_NNN``.
+
+    ``ema``: an exponential moving average updated after every step, with a horizon of about
+    ``horizon_epochs`` epochs whatever the collection's size (decay 1 − 1 / steps). ``swa``: the
+    equal average of the cycle's epoch ends, restarted with each cycle (a warm restart jumps
+    to another basin, and weights from two basins do not average). Nearly free: one forward
+    pass over validation per cycle, one more model in memory."""
+
+    kind: str  # "ema" or "swa"
+    pool: CheckpointPool
+    card: ModelCard
+    cycle_ends: set[int]
+    validate: Callable[[nn.Module], dict[str, Any]]
+    horizon_epochs: float = 1.0
+    averaged: Any = None  # torch.optim.swa_utils.AveragedModel, made on first use
+
+    def _average(self, engine: Engine) -> Any:
+        if self.averaged is None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            decay = 1.0 - 1.0 / max(1.0, self.horizon_epochs * engine.steps_per_epoch)
+            multi = get_ema_multi_avg_fn(decay) if self.kind == "ema" else None
+            self.averaged = AveragedModel(engine.model, multi_avg_fn=multi, use_buffers=True)
+        return self.averaged
+
+    def on_step_end(self, engine: Engine) -> None:
+        if self.kind == "ema":
+            self._average(engine).update_parameters(engine.model)
+
+    def on_epoch_end(self, engine: Engine, record: EpochRecord) -> None:
+        averaged = self._average(engine)
+        if self.kind == "swa":
+            averaged.update_parameters(engine.model)
+        if record.epoch not in self.cycle_ends:
+            return
+        metrics = self.validate(averaged.module)
+        self.pool.offer(
+            record.epoch,
+            {k: v for k, v in metrics.items() if k.startswith("val_")},
+            averaged.module.state_dict(),
+            replace(self.card, temperature=metrics.get("val_temperature", 1.0)),
+            cycle_end=True,
+            name=f"{self.kind}_{record.epoch:03d}",
+        )
+        if "val_macro_f1" in metrics:
+            record.metrics[f"{self.kind}_val_macro_f1"] = metrics["val_macro_f1"]
+        if self.kind == "swa":  # the next cycle averages its own epochs
+            averaged.n_averaged.zero_()
+
+    def state(self) -> dict[str, Any]:
+        """For the resume state: the average so far."""
+        return {} if self.averaged is None else {"average": self.averaged.state_dict()}
+
+    def restore(self, engine: Engine, state: dict[str, Any]) -> None:
+        if "average" in state:
+            self._average(engine).load_state_dict(state["average"])

@@ -147,7 +147,9 @@ class EpochRecord:
 
 
 class Callback(Protocol):
-    """Work done after each epoch: validate, keep a checkpoint, save the resume state, log."""
+    """Work done after each epoch: validate, keep a checkpoint, save the resume state, log.
+    A callback may also have ``on_step_end(engine)``, called after every optimiser step
+    (an exponential moving average of the weights needs it)."""
 
     def on_epoch_end(self, engine: Engine, record: EpochRecord) -> None: ...
 
@@ -173,6 +175,7 @@ class Engine:
     freeze_bn_stats: bool = True
     channels_last: bool = True
     taps: Sequence[Callable[[], contextlib.AbstractContextManager]] = ()
+    _step_hooks: list[Callable[[Engine], None]] = field(default_factory=list, repr=False)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -195,6 +198,8 @@ class Engine:
                     x = x.contiguous(memory_format=torch.channels_last)
                 loss = self._optimise(x, target, epoch, i)
                 self.scheduler.step((epoch - 1) * steps + i + 1)
+                for hook in self._step_hooks:
+                    hook(self)
                 total += loss * len(x)
                 count += len(x)
                 bar.update(task, advance=1, info=f"loss {total / count:.4f}")
@@ -227,6 +232,7 @@ class Engine:
     def run(self, epochs: int, *, start: int = 1, callbacks: Iterable[Callback] = ()) -> None:
         """Train epochs ``start`` .. ``epochs``, calling each callback after every epoch."""
         callbacks = list(callbacks)
+        self._step_hooks = [c.on_step_end for c in callbacks if hasattr(c, "on_step_end")]
         for epoch in range(start, epochs + 1):
             t0 = time.perf_counter()
             loss, images = self.train_epoch(epoch)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from heritage.model import ModelCard, model_paths, save_model_file
+from heritage.model import ModelCard, load_card, model_paths, save_model_file
 
 #: criterion name -> (metric key, higher is better)
 CRITERIA: dict[str, tuple[str, bool]] = {
@@ -108,11 +109,13 @@ class CheckpointPool:
         card: ModelCard,
         cycle_end: bool = False,
         pinned: bool = False,
+        name: str | None = None,
     ) -> bool:
         """Consider the model at the end of ``epoch``; returns True if it joined the pool.
         ``metrics`` may be empty (a run without validation): then only ``cycle_end`` and
-        ``pinned`` keep a checkpoint."""
-        candidate = PoolEntry(checkpoint_name(epoch), epoch, dict(metrics))
+        ``pinned`` keep a checkpoint. ``name`` replaces ``epoch_NNN`` for weights that are not
+        the epoch's own (``ema_NNN``, averaged along the trajectory)."""
+        candidate = PoolEntry(name or checkpoint_name(epoch), epoch, dict(metrics))
         # an epoch re-run after a resume replaces its earlier entry
         self.entries = [e for e in self.entries if e.name != candidate.name]
         reasons = self._reasons(candidate, cycle_end, pinned)
@@ -133,6 +136,19 @@ class CheckpointPool:
         for e in dropped:
             self._delete(e.name)
         return joined
+
+    def adopt(self, model: Path, name: str, *, epoch: int, reason: str) -> PoolEntry:
+        """Copy an existing model file into the pool as ``name``, with the validation metrics
+        of its card (a group's member: :mod:`heritage.group`)."""
+        card = load_card(model)
+        for source, target in zip(model_paths(model), model_paths(self.folder / name), strict=True):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        metrics = {k: v for k, v in card.metrics.items() if k.startswith("val_")}
+        entry = PoolEntry(name, epoch, metrics, [reason])
+        self.entries = sorted([*self.entries, entry], key=lambda e: e.epoch)
+        self._write_index()
+        return entry
 
     def _delete(self, name: str) -> None:
         for path in model_paths(self.folder / name):

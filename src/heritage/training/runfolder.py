@@ -51,6 +51,8 @@ RUN_OUTPUTS = (
     "state.pt",
     "state.pt.tmp",
     "train_summary.json",
+    "init.json",
+    "init.safetensors",
     "pool",
     "soups",
     "eval",

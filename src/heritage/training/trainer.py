@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -67,7 +68,13 @@ from heritage.runtime import (
     resolve_workers,
     seed_everything,
 )
-from heritage.training.callbacks import OfferToPool, RunLog, WriteHistory, format_val
+from heritage.training.callbacks import (
+    AverageWeights,
+    OfferToPool,
+    RunLog,
+    WriteHistory,
+    format_val,
+)
 from heritage.training.engine import (
     Engine,
     SaveState,
@@ -78,6 +85,7 @@ from heritage.training.engine import (
     freeze_early_stages,
     load_training_state,
 )
+from heritage.training.initialisation import init_source, load_init_state, write_init
 from heritage.training.losses import create_loss
 from heritage.training.mixing import create_objective
 from heritage.training.objectives import Objective
@@ -132,8 +140,11 @@ class Trainer:
         *,
         resume: bool = True,
         overwrite: bool = False,
+        start_only: bool = False,
     ) -> TrainResult:
         """Train into ``run_dir``, or resume the run there after its last finished epoch.
+        ``start_only`` writes the run's starting point (split, head: ``init.json``) and stops
+        before the first epoch: the shared start of a sweep (:mod:`heritage.sweep`).
 
         A run is resumed only with the collection, split and options it started with
         (:class:`~heritage.training.runfolder.RunMismatch` names what differs); a folder
@@ -158,7 +169,9 @@ class Trainer:
             )
         run_dir = Path(run_dir)
         with folder_lock(run_dir, "training"):
-            return self._fit(collection, run_dir, objective, wants_pairs, resume, overwrite)
+            return self._fit(
+                collection, run_dir, objective, wants_pairs, resume, overwrite, start_only
+            )
 
     def _fit(
         self,
@@ -168,6 +181,7 @@ class Trainer:
         wants_pairs: bool,
         resume: bool,
         overwrite: bool,
+        start_only: bool = False,
     ) -> TrainResult:
         cfg = self.config
         state = _state_to_resume(run_dir, resume, overwrite)
@@ -176,8 +190,11 @@ class Trainer:
         device = resolve_device(cfg.device)
         precision = Precision.resolve(cfg.precision, device)
         fingerprint = self._check_rerun(collection, run_dir, state)
+        source = None
+        if cfg.init_from and state is None:
+            source = init_source(cfg.init_from, collection, cfg)
         collection = _split_for_run(
-            collection, run_dir / "split.csv", cfg, resuming=state is not None
+            collection, run_dir / "split.csv", cfg, resuming=state is not None, shared=source
         )
         if not len(collection.split("val")) and not cfg.keep_epochs:
             raise ValueError(
@@ -208,7 +225,6 @@ class Trainer:
         def validate(model: nn.Module) -> dict[str, float]:
             return self._validate(model, loaders.val, device, precision, classes)
 
-        log = RunLog()
         if state is not None:
             engine.restore(state)
             log = RunLog(state["history"], state["train_seconds"], state["images_seen"])
@@ -216,23 +232,57 @@ class Trainer:
                 console.print(
                     f"[bold]resuming[/] {run_dir} after epoch {state['epoch']}/{cfg.epochs}"
                 )
-        elif cfg.head_init == "probe":  # LP-FT: the head starts as a linear probe
-            features, y = extract_features(model, loaders.plain, device, precision)
-            init_head_from_probe(model.get_classifier(), features, y, len(classes))
-            log.history.append({"epoch": 0, **validate(model)})
-            console.print(f"epoch   0 (linear probe head){format_val(log.history[-1])}")
+        else:
+            log = self._start(model, loaders.plain, validate, source, device, precision)
+            write_init(run_dir, model, cfg, str(source) if source else cfg.head_init)
+            if start_only:
+                return TrainResult(run_dir, CheckpointPool(run_dir / "pool"), log.history, 0, 0)
 
         pool = CheckpointPool.open(run_dir / "pool", cfg.keep_top_k)
         card = self._card(collection, prep, run_dir)
+        ends = set(cycle_ends(cfg))
+        averages = []
+        if cfg.average != "none":
+            averages.append(
+                AverageWeights(cfg.average, pool, card, ends, validate, cfg.average_epochs)
+            )
+            if state is not None:
+                averages[0].restore(engine, state)
         callbacks = [
             Validate(validate),
             log,
-            OfferToPool(pool, card, set(cycle_ends(cfg)), set(cfg.keep_epochs)),
-            SaveState(run_dir / "state.pt", lambda _: self._resume_extra(log, classes)),
+            OfferToPool(pool, card, ends, set(cfg.keep_epochs)),
+            *averages,
+            SaveState(run_dir / "state.pt", lambda _: self._resume_extra(log, classes, averages)),
             WriteHistory(run_dir / "history.json", log, cfg.epochs),
         ]
         engine.run(cfg.epochs, start=(state["epoch"] if state else 0) + 1, callbacks=callbacks)
         return _summarise(run_dir, pool, log, device, cfg.epochs)
+
+    def _start(
+        self,
+        model: nn.Module,
+        plain: DataLoader,
+        validate: Callable[[nn.Module], dict[str, float]],
+        source: Path | None,
+        device: torch.device,
+        precision: Precision,
+    ) -> RunLog:
+        """The head a fresh run starts from: another run's (``init_from``), a linear probe's
+        (LP-FT) or the random one; its validation scores are epoch 0 of the history."""
+        if source is not None:
+            load_init_state(model, source)
+            what = f"the start of {source}"
+        elif self.config.head_init == "probe":
+            features, y = extract_features(model, plain, device, precision)
+            head = model.get_classifier()
+            init_head_from_probe(head, features, y, head.out_features)
+            what = "linear probe head"
+        else:
+            return RunLog()
+        log = RunLog([{"epoch": 0, **validate(model)}])
+        console.print(f"epoch   0 ({what}){format_val(log.history[-1])}")
+        return log
 
     def _check_rerun(
         self, collection: Collection, run_dir: Path, state: dict[str, Any] | None
@@ -323,9 +373,15 @@ class Trainer:
             },
         )
 
-    def _resume_extra(self, log: RunLog, classes: list[str]) -> dict[str, Any]:
-        """What the resume state holds beside the engine's: counters, options, classes."""
-        return {**log.counters(), "config": self.config.to_dict(), "classes": list(classes)}
+    def _resume_extra(
+        self, log: RunLog, classes: list[str], averages: list[AverageWeights]
+    ) -> dict[str, Any]:
+        """What the resume state holds beside the engine's: counters, options, classes and
+        the weights averaged so far."""
+        extra = {**log.counters(), "config": self.config.to_dict(), "classes": list(classes)}
+        for average in averages:
+            extra.update(average.state())
+        return extra
 
     def _validate(self, model, loader, device, precision, classes) -> dict[str, float]:
         """Validation metrics; none for a run without a validation split (a refit)."""
@@ -454,11 +510,23 @@ def _batch_sampler_loader(
 
 
 def _split_for_run(
-    collection: Collection, split_path: Path, cfg: TrainConfig, *, resuming: bool
+    collection: Collection,
+    split_path: Path,
+    cfg: TrainConfig,
+    *,
+    resuming: bool,
+    shared: Path | None = None,
 ) -> Collection:
     """The split a run trains on: the saved one when resuming (never re-drawn, so no test image
-    can move into training), else the collection's own, with a validation share carved out
-    of train when it has none, or a new seeded stratified one."""
+    can move into training), the run's it starts from (``shared``), else the collection's own,
+    with a validation share carved out of train when it has none, or a new seeded stratified
+    one."""
+    if shared is not None:
+        reopened = Collection.from_split_file(
+            shared / "split.csv", collection.root, collection.label_column
+        )
+        reopened.skipped = collection.skipped
+        return reopened
     if resuming:
         if not split_path.is_file():
             raise RunMismatch(

@@ -43,6 +43,7 @@ from heritage.backbones import batchnorm_layers
 from heritage.config import TrainConfig
 from heritage.progress import progress_bar
 from heritage.runtime import Precision
+from heritage.training.distributed import DataParallel
 
 #: a training step: (model, images on the device, the batch's targets as the loader gave them)
 #: -> the loss to minimise
@@ -175,6 +176,8 @@ class Engine:
     freeze_bn_stats: bool = True
     channels_last: bool = True
     taps: Sequence[Callable[[], contextlib.AbstractContextManager]] = ()
+    #: several processes training as one (torchrun): gradients averaged after each backward
+    parallel: DataParallel | None = None
     _step_hooks: list[Callable[[Engine], None]] = field(default_factory=list, repr=False)
 
     @property
@@ -203,6 +206,9 @@ class Engine:
                 total += loss * len(x)
                 count += len(x)
                 bar.update(task, advance=1, info=f"loss {total / count:.4f}")
+        if self.parallel is not None:  # the epoch's loss over every process's images
+            total, images = self.parallel.sum(total, count)
+            count = int(images)
         return total / max(count, 1), count
 
     def _train_mode(self) -> None:
@@ -225,6 +231,8 @@ class Engine:
             )
         self.optimiser.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # a no-op scaler unless training in fp16
+        if self.parallel is not None:
+            self.parallel.sync_gradients(self.model)
         self.scaler.step(self.optimiser)
         self.scaler.update()
         return value
@@ -243,18 +251,22 @@ class Engine:
     def state(self) -> dict[str, Any]:
         """What a resumed run must get back: weights, optimiser, schedule, loss scaler and
         every random generator (augmentation, data order, SynerMix, dropout on the GPU)."""
-        return {
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "numpy": _numpy_rng_state(),
+            "loader": self.loader.generator.get_state(),
+        }
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimiser.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "numpy": _numpy_rng_state(),
-                "loader": self.loader.generator.get_state(),
-            },
+            "rng": rng,
         }
+        if self.parallel is not None:  # every process's generators (a collective call)
+            state["rng_ranks"] = self.parallel.gather(rng)
+        return state
 
     def restore(self, state: dict[str, Any]) -> None:
         """The inverse of :meth:`state`."""
@@ -263,11 +275,20 @@ class Engine:
         if state.get("scaler"):  # empty when the run so far was not fp16
             self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        _set_numpy_rng_state(state["rng"]["numpy"])
-        self.loader.generator.set_state(state["rng"]["loader"])
+        rng = state["rng"]
+        if self.parallel is not None:
+            ranks = state.get("rng_ranks") or []
+            if len(ranks) != self.parallel.world_size:
+                raise ValueError(
+                    f"the run was saved by {len(ranks) or 1} process(es) and is resumed by "
+                    f"{self.parallel.world_size}: resume it with as many as it started with"
+                )
+            rng = ranks[self.parallel.rank]
+        torch.set_rng_state(rng["torch"])
+        if self.device.type == "cuda" and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        _set_numpy_rng_state(rng["numpy"])
+        self.loader.generator.set_state(rng["loader"])
 
 
 def create_engine(
@@ -282,6 +303,7 @@ def create_engine(
     frozen: list[nn.Module] | None = None,
     channels_last: bool = True,
     taps: Sequence[Callable[[], contextlib.AbstractContextManager]] = (),
+    parallel: DataParallel | None = None,
 ) -> Engine:
     """An engine with the recipe's optimiser and schedule: AdamW over the trainable parameters,
     ``head`` at ``head_lr_mult`` times the learning rate, cosine annealing with warm restarts
@@ -316,6 +338,7 @@ def create_engine(
         freeze_bn_stats=config.freeze_bn_stats,
         channels_last=channels_last,
         taps=taps,
+        parallel=parallel,
     )
 
 
@@ -327,12 +350,13 @@ class SaveState:
 
     path: Path
     extra: Callable[[EpochRecord], dict[str, Any]]
+    write: bool = True  # False on every process but the first of a data-parallel run
 
     def on_epoch_end(self, engine: Engine, record: EpochRecord) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(
-            {**engine.state(), "epoch": record.epoch, **self.extra(record)}, self.path
-        )
+        state = engine.state()  # called by every process: it may gather their generators
+        if self.write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({**state, "epoch": record.epoch, **self.extra(record)}, self.path)
 
 
 @dataclass

@@ -75,6 +75,7 @@ from heritage.training.callbacks import (
     WriteHistory,
     format_val,
 )
+from heritage.training.distributed import DataParallel
 from heritage.training.engine import (
     Engine,
     SaveState,
@@ -132,6 +133,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig | None = None) -> None:
         self.config = config or TrainConfig()
+        self._parallel: DataParallel | None = None  # set by fit under torchrun
 
     def fit(
         self,
@@ -168,10 +170,19 @@ class Trainer:
                 "class_pairs sampler, which sampler='balanced' is not (use auto or class_pairs)"
             )
         run_dir = Path(run_dir)
-        with folder_lock(run_dir, "training"):
-            return self._fit(
-                collection, run_dir, objective, wants_pairs, resume, overwrite, start_only
-            )
+        # one of several processes under torchrun: rank 0 locks and writes the run folder
+        self._parallel = DataParallel.from_env(cfg.device)
+        main = self._parallel is None or self._parallel.is_main
+        try:
+            if self._parallel is not None:
+                self._parallel.setup()
+            with folder_lock(run_dir, "training") if main else contextlib.nullcontext():
+                return self._fit(
+                    collection, run_dir, objective, wants_pairs, resume, overwrite, start_only
+                )
+        finally:
+            if self._parallel is not None:
+                self._parallel.teardown()
 
     def _fit(
         self,
@@ -183,24 +194,14 @@ class Trainer:
         overwrite: bool,
         start_only: bool = False,
     ) -> TrainResult:
-        cfg = self.config
-        state = _state_to_resume(run_dir, resume, overwrite)
-        configure_threads()
+        cfg, parallel = self.config, self._parallel
+        main = parallel is None or parallel.is_main
+        state = _state_to_resume(run_dir, resume, overwrite, parallel)
+        configure_threads(None if parallel is None else parallel.threads())
         seed_everything(cfg.seed)
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device) if parallel is None else parallel.device
         precision = Precision.resolve(cfg.precision, device)
-        fingerprint = self._check_rerun(collection, run_dir, state)
-        source = None
-        if cfg.init_from and state is None:
-            source = init_source(cfg.init_from, collection, cfg)
-        collection = _split_for_run(
-            collection, run_dir / "split.csv", cfg, resuming=state is not None, shared=source
-        )
-        if not len(collection.split("val")) and not cfg.keep_epochs:
-            raise ValueError(
-                "the validation split is empty: checkpoints and soups need one (a refit on "
-                "train + val names the epochs to keep instead: keep_epochs)"
-            )
+        collection, fingerprint, source = self._run_collection(collection, run_dir, state)
         classes = collection.classes
         model = create_backbone(
             cfg.backbone, len(classes), weights=cfg.weights, pretrained=cfg.pretrained
@@ -217,10 +218,11 @@ class Trainer:
 
         # the run's files once its start has succeeded: a start that failed before here
         # leaves nothing that a corrected rerun would take for this run
-        if state is None:
-            collection.save_split(run_dir / "split.csv")
-            write_run_file(run_dir, fingerprint)
-        _write_config(collection, run_dir, cfg)
+        if main:
+            if state is None:
+                collection.save_split(run_dir / "split.csv")
+                write_run_file(run_dir, fingerprint)
+            _write_config(collection, run_dir, cfg)
 
         def validate(model: nn.Module) -> dict[str, float]:
             return self._validate(model, loaders.val, device, precision, classes)
@@ -234,30 +236,71 @@ class Trainer:
                 )
         else:
             log = self._start(model, loaders.plain, validate, source, device, precision)
-            write_init(run_dir, model, cfg, str(source) if source else cfg.head_init)
+            if main:
+                write_init(run_dir, model, cfg, str(source) if source else cfg.head_init)
             if start_only:
                 return TrainResult(run_dir, CheckpointPool(run_dir / "pool"), log.history, 0, 0)
 
         pool = CheckpointPool.open(run_dir / "pool", cfg.keep_top_k)
         card = self._card(collection, prep, run_dir)
+        callbacks = self._callbacks(run_dir, pool, card, log, validate, engine, state)
+        engine.run(cfg.epochs, start=(state["epoch"] if state else 0) + 1, callbacks=callbacks)
+        if not main:  # the run's files are rank 0's
+            return TrainResult(run_dir, pool, log.history, log.train_seconds, float("nan"))
+        return _summarise(run_dir, pool, log, device, cfg.epochs)
+
+    def _run_collection(
+        self, collection: Collection, run_dir: Path, state: dict[str, Any] | None
+    ) -> tuple[Collection, dict[str, Any], Path | None]:
+        """The collection with the split the run trains on, the run's fingerprint, and the
+        run it starts from (``init_from``; None otherwise or when resuming)."""
+        cfg = self.config
+        fingerprint = self._check_rerun(collection, run_dir, state)
+        source = None
+        if cfg.init_from and state is None:
+            source = init_source(cfg.init_from, collection, cfg)
+        collection = _split_for_run(
+            collection, run_dir / "split.csv", cfg, resuming=state is not None, shared=source
+        )
+        if not len(collection.split("val")) and not cfg.keep_epochs:
+            raise ValueError(
+                "the validation split is empty: checkpoints and soups need one (a refit on "
+                "train + val names the epochs to keep instead: keep_epochs)"
+            )
+        return collection, fingerprint, source
+
+    def _callbacks(
+        self,
+        run_dir: Path,
+        pool: CheckpointPool,
+        card: ModelCard,
+        log: RunLog,
+        validate: Callable[[nn.Module], dict[str, float]],
+        engine: Engine,
+        state: dict[str, Any] | None,
+    ) -> list[Any]:
+        """What runs after each epoch, in order: validate, log, keep the checkpoint (and the
+        averaged weights), save the resume state, write the history. In a data-parallel run
+        only rank 0 writes."""
+        cfg, parallel = self.config, self._parallel
+        main = parallel is None or parallel.is_main
         ends = set(cycle_ends(cfg))
         averages = []
-        if cfg.average != "none":
+        if cfg.average != "none" and main:
             averages.append(
                 AverageWeights(cfg.average, pool, card, ends, validate, cfg.average_epochs)
             )
             if state is not None:
                 averages[0].restore(engine, state)
-        callbacks = [
-            Validate(validate),
-            log,
-            OfferToPool(pool, card, ends, set(cfg.keep_epochs)),
-            *averages,
-            SaveState(run_dir / "state.pt", lambda _: self._resume_extra(log, classes, averages)),
-            WriteHistory(run_dir / "history.json", log, cfg.epochs),
-        ]
-        engine.run(cfg.epochs, start=(state["epoch"] if state else 0) + 1, callbacks=callbacks)
-        return _summarise(run_dir, pool, log, device, cfg.epochs)
+        classes = card.classes
+
+        def resume_extra(_: Any) -> dict[str, Any]:
+            return self._resume_extra(log, classes, averages)
+
+        writers = [OfferToPool(pool, card, ends, set(cfg.keep_epochs)), *averages] if main else []
+        history = [WriteHistory(run_dir / "history.json", log, cfg.epochs)] if main else []
+        saver = SaveState(run_dir / "state.pt", resume_extra, write=main)
+        return [Validate(validate), log, *writers, saver, *history]
 
     def _start(
         self,
@@ -319,8 +362,11 @@ class Trainer:
             val_ds = ImageDataset(val_set.paths(), val_set.targets(), cache, eval_transform(prep))
             val = make_loader(val_ds, batch_size * 2, shuffle=False, workers=0)
         plain = ImageDataset(train_set.paths(), train_set.targets(), cache, eval_transform(prep))
+        train = _train_loader(train_ds, batch_size, cfg, workers, wants_pairs)
+        if self._parallel is not None:  # this process's slice of every batch
+            train = self._parallel.shard(train, batch_size)
         return _Loaders(
-            _train_loader(train_ds, batch_size, cfg, workers, wants_pairs),
+            train,
             val,
             make_loader(plain, batch_size * 2, shuffle=False, workers=0),
         )
@@ -356,6 +402,7 @@ class Trainer:
             frozen=frozen,
             channels_last=cfg.channels_last,
             taps=[partial(r.tapping, model) for r in regularisers],
+            parallel=self._parallel,
         )
 
     def _card(self, collection: Collection, prep: Preprocessing, run_dir: Path) -> ModelCard:
@@ -417,14 +464,18 @@ def _classifier_step(
     return step
 
 
-def _state_to_resume(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+def _state_to_resume(
+    run_dir: Path, resume: bool, overwrite: bool, parallel: DataParallel | None = None
+) -> dict[str, Any] | None:
     """The resume state in ``run_dir`` (None for a fresh start), after ``overwrite`` cleared
     the folder; a run there that may not be resumed is refused."""
     state_path = run_dir / "state.pt"
-    if overwrite:
+    if overwrite and (parallel is None or parallel.is_main):
         deleted = clear_run(run_dir)
         if deleted:
             console.print(f"[bold]overwrite[/]: deleted {', '.join(deleted)} in {run_dir}")
+    if parallel is not None:
+        parallel.barrier()  # the others read the folder once rank 0 has cleared it
     if state_path.exists() and not resume:
         raise FileExistsError(
             f"{run_dir} already holds a run; resume it, start afresh with --overwrite "

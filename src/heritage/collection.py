@@ -70,7 +70,8 @@ class SkippedImage:
 
 
 def _format_problems(header: str, problems: Sequence[str], limit: int = _MAX_LINES) -> str:
-    """One message with every problem, capped so a broken 10k-row manifest stays readable."""
+    """One message with every problem, capped so a broken 10k-row manifest stays readable.
+    Record tables and triplet judgements word their errors the same way, with this."""
     lines = [header]
     lines += [f"  - {p}" for p in problems[:limit]]
     if len(problems) > limit:
@@ -588,6 +589,16 @@ def _known_spelling(values: Iterable[str], known: Iterable[str]) -> list[str]:
     return [spelled.get(" ".join(v.split()).casefold(), v) for v in values]
 
 
+def _extra_labels_line(
+    source: str, counts: Sequence[tuple[int, str]], if_any: Sequence[tuple[int, str]]
+) -> str:
+    """The one-line summary of what a labels table did: every count in ``counts``, and those
+    in ``if_any`` only where they are not 0 (collections and record tables say it alike)."""
+    parts = [f"{n} {what}" for n, what in counts]
+    parts += [f"{n} {what}" for n, what in if_any if n]
+    return f"extra labels from {source}: " + ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class ExtraImagesReport:
     """What :meth:`Collection.with_extra_labels` did with each row of a labels table."""
@@ -605,21 +616,21 @@ class ExtraImagesReport:
 
     def summary(self) -> str:
         """One line for the command line."""
-        parts = [
-            f"{self.added} added to train",
-            f"{self.kept} kept catalogued",
-            f"{self.unknown_class} unknown class",
-            f"{self.missing_file} missing file",
-            f"{self.other_property} other property",
-        ]
-        for n, what in (
-            (self.unreadable, "unreadable"),
-            (self.no_value, "without a value"),
-            (self.superseded, "superseded by a later review"),
-        ):
-            if n:
-                parts.append(f"{n} {what}")
-        line = f"extra labels from {self.source}: " + ", ".join(parts)
+        line = _extra_labels_line(
+            self.source,
+            [
+                (self.added, "added to train"),
+                (self.kept, "kept catalogued"),
+                (self.unknown_class, "unknown class"),
+                (self.missing_file, "missing file"),
+                (self.other_property, "other property"),
+            ],
+            [
+                (self.unreadable, "unreadable"),
+                (self.no_value, "without a value"),
+                (self.superseded, "superseded by a later review"),
+            ],
+        )
         if self.unknown_classes:
             shown = ", ".join(repr(c) for c in self.unknown_classes[:5])
             more = ", ..." if len(self.unknown_classes) > 5 else ""

@@ -161,7 +161,8 @@ def export(records: pd.DataFrame, activity: Activity, catalogue: Catalogue) -> E
 
 
 def test_local_copies_of_metadata_names_match() -> None:
-    """kg repeats the prediction layout to stay light to import; it must not drift."""
+    """kg repeats the model file names to stay light to import; they must not drift. (The
+    prediction layout is one definition, heritage.prediction_table, that both import.)"""
     from heritage.kg import predictions as kp
     from heritage.kg import provenance
     from heritage.metadata import predictor

@@ -29,7 +29,7 @@ from rich.progress import track
 from heritage.backbones import batchnorm_layers, create_backbone, resolve_preprocessing
 from heritage.collection import Collection
 from heritage.config import TrainConfig
-from heritage.data import ImageCache, ImageDataset, eval_transform, train_transform
+from heritage.data import ImageCache, ImageDataset, eval_transform, make_loader, train_transform
 from heritage.model import ImageClassifier
 from heritage.probe import extract_features, fine_label_scores
 from heritage.progress import console
@@ -38,7 +38,7 @@ from heritage.runtime import Precision, configure_threads, hardware_label, resol
 from heritage.training.losses import create_loss
 from heritage.training.mixing import create_objective
 from heritage.training.samplers import ClassAwareBatchSampler
-from heritage.training.trainer import Trainer, make_loader
+from heritage.training.trainer import Trainer
 
 try:  # run as a script (python benchmarks/regularisers.py) or as a module
     from records import RecordBook

@@ -26,13 +26,13 @@ from torchvision.transforms import v2
 from heritage.backbones import create_backbone, resolve_preprocessing
 from heritage.collection import Collection
 from heritage.config import TrainConfig
-from heritage.data import ImageCache, ImageDataset, eval_transform
+from heritage.data import ImageCache, ImageDataset, eval_transform, make_loader
 from heritage.evaluation import evaluate
 from heritage.probe import LinearProbe, extract_features
 from heritage.progress import console
 from heritage.run import Run
 from heritage.runtime import configure_threads, hardware_label, resolve_device
-from heritage.training.trainer import Trainer, make_loader
+from heritage.training.trainer import Trainer
 
 try:  # run as a script (python benchmarks/soups.py) or as a module
     from records import RecordBook

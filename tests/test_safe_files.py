@@ -44,7 +44,8 @@ from heritage.metadata.predictor import (
     STATE_FILE,
 )
 from heritage.metadata.text import TEXT_ENCODERS
-from heritage.training.trainer import Trainer, load_training_state
+from heritage.training.engine import load_training_state
+from heritage.training.trainer import Trainer
 
 pytestmark = pytest.mark.filterwarnings("ignore:skipped 1 unreadable image")
 

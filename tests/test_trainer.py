@@ -30,12 +30,13 @@ from heritage.config import (
     TrainConfig,
     load_config,
 )
+from heritage.training.engine import cycle_ends, freeze_early_stages
 from heritage.training.losses import FocalLoss
 from heritage.training.mixing import MixUpCutMix
 from heritage.training.pool import CheckpointPool
 from heritage.training.regularisers import EntropyRegulariser
 from heritage.training.samplers import ClassAwareBatchSampler, ClassBalancedBatchSampler
-from heritage.training.trainer import Trainer, cycle_ends, freeze_early_stages
+from heritage.training.trainer import Trainer
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -113,16 +114,17 @@ def test_resume_continues_after_last_epoch(
 _KILLED_SCRIPT = """
 import sys, time
 from heritage.collection import Collection
+from heritage.training.engine import Engine
 from heritage.training.trainer import TrainConfig, Trainer
 
-real_epoch = Trainer._train_epoch
+real_epoch = Engine.train_epoch
 
-def slow_epoch(self, parts, epoch):
+def slow_epoch(self, epoch):
     if epoch >= 2:  # hang in epoch 2 so the parent can kill mid-epoch
         time.sleep(120)
-    return real_epoch(self, parts, epoch)
+    return real_epoch(self, epoch)
 
-Trainer._train_epoch = slow_epoch
+Engine.train_epoch = slow_epoch
 cfg = TrainConfig.from_dict({options!r})
 Trainer(cfg).fit(Collection.from_folder(sys.argv[1]), sys.argv[2])
 """

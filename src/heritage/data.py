@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
@@ -170,3 +170,27 @@ class ImageDataset(Dataset):
 def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
     """For thumbnails and debugging: a cached uint8 CHW tensor back to a PIL image."""
     return F.to_pil_image(tensor)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    workers: int,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A loader with its own seeded generator (a resumed run restores its state, so the data
+    order continues where it stopped) and pinned memory when a GPU is there."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        drop_last=drop_last,
+        generator=generator,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )

@@ -93,6 +93,17 @@ class LinearProbe:
         return torch.tensor(weight, dtype=torch.float32), torch.tensor(bias, dtype=torch.float32)
 
 
+def init_head_from_probe(
+    head: nn.Linear, features: np.ndarray, y: np.ndarray, n_classes: int
+) -> None:
+    """LP-FT: fit a :class:`LinearProbe` on frozen ``features`` and copy it into ``head``, so
+    fine-tuning starts from the probe rather than a random head."""
+    weight, bias = LinearProbe().fit(features, y, n_classes).head_weights()
+    with torch.no_grad():
+        head.weight.copy_(weight.to(head.weight))
+        head.bias.copy_(bias.to(head.bias))
+
+
 def knn_top1(
     train_features: np.ndarray,
     train_labels: np.ndarray,

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from heritage.calibration import apply_temperature
 from heritage.collection import Collection
 from heritage.config import TrainConfig
-from heritage.data import ImageCache, ImageDataset, eval_transform
+from heritage.data import ImageCache, ImageDataset, eval_transform, make_loader
 from heritage.evaluation import Evaluation, evaluate, expected_calibration_error, write_report
 from heritage.locking import folder_lock
 from heritage.model import ImageClassifier, ModelCard, load_card, model_paths, predict_proba
@@ -32,7 +32,7 @@ from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
 from heritage.soups import ModelSoup, SoftVoting
 from heritage.training.pool import CheckpointPool, epoch_of
-from heritage.training.trainer import Trainer, make_loader
+from heritage.training.trainer import Trainer
 
 METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
 

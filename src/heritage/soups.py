@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -178,17 +179,8 @@ class ModelSoup:
     def _score(self, model: nn.Module, loader: DataLoader, classes: list[str]) -> float:
         # targets from the same pass as the predictions, so any loader (shuffled, Subset) works
         logits, targets = predict_logits(model, loader, self._device, self._precision)
-        self._scored[id(model)] = (logits, targets)  # the chosen soup's temperature fits on them
+        self._last_scored = (logits, targets)  # the chosen soup's temperature fits on them
         return SOUP_METRICS[self.metric][0](evaluate(targets, softmax(logits), classes))
-
-    def _cook(self, states: list[dict], card: ModelCard, bn_loader: DataLoader | None) -> nn.Module:
-        model = build_model(card, average_state_dicts(states)).to(self._device)
-        model.to(memory_format=torch.channels_last)
-        if self._recalibrate and bn_loader is not None:
-            recalibrate_batchnorm(
-                model, bn_loader, self._device, self._precision, self.bn_batches, self._bn_layers
-            )
-        return model
 
     def fit(
         self,
@@ -196,71 +188,31 @@ class ModelSoup:
         val_loader: DataLoader | None,
         bn_loader: DataLoader | None = None,
     ) -> ModelSoup:
-        """Cook the soup. A uniform soup may be cooked without validation images
-        (``val_loader=None``, e.g. in a refit on train + val): then ``val_score_`` is None."""
+        """Cook the soup from checkpoint files. A uniform soup may be cooked without
+        validation images (``val_loader=None``, e.g. in a refit on train + val): then
+        ``val_score_`` is None."""
         if not checkpoints:
             raise ValueError("a soup needs at least one checkpoint")
-        if val_loader is None and self.recipe == "greedy":
-            raise ValueError("a greedy soup chooses its ingredients on validation images")
-        self._device = resolve_device(self.device)
-        self._precision = Precision.resolve(self.precision, self._device)
+        self._resolve()
         cards = [load_card(p) for p in checkpoints]
-        names = [model_stem(p).name for p in checkpoints]
         card = cards[0]
         for p, c in zip(checkpoints, cards, strict=True):
             if c.architecture != card.architecture or c.classes != card.classes:
                 raise ValueError(f"{p} is not from the same architecture and classes as the others")
         states = [load_state(p) for p in checkpoints]
-        # automatic: only the layers whose statistics were trained (and so differ); forced:
-        # every BatchNorm layer
-        self._bn_layers: set[str] | None = None
-        if self.recalibrate_bn is None:
-            self._bn_layers = batchnorm_layers_that_differ(states)  # empty when there is no BN
-            self._recalibrate = bool(self._bn_layers)
-        else:
-            self._recalibrate = self.recalibrate_bn
-        if self._recalibrate and bn_loader is None:
-            raise ValueError("BatchNorm recalibration needs training images (bn_loader)")
-        higher = SOUP_METRICS[self.metric][1]
-        sign = 1.0 if higher else -1.0
         classes = list(card.classes)
-        self._scored: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-        if self.recipe == "uniform":
-            chosen = list(range(len(states)))
-            self.model_ = self._cook(states, card, bn_loader)
-            self.val_score_ = (
-                None if val_loader is None else self._score(self.model_, val_loader, classes)
-            )
-            self.steps_ = [SoupStep(n, self.val_score_, True) for n in names]
-        else:
-            # order by each checkpoint's own validation metric, judged exactly as soups are
-            # (recalibrated too when soups are), so the first comparison is like for like
-            singles = [self._cook([state], card, bn_loader) for state in states]
-            own = [self._score(m, val_loader, classes) for m in singles]
-            order = sorted(range(len(states)), key=lambda i: -sign * own[i])
-            chosen = [order[0]]
-            self.model_, self.val_score_ = singles[order[0]], own[order[0]]
-            del singles
-            self.steps_ = [SoupStep(names[order[0]], self.val_score_, True)]
-            for i in order[1:]:
-                model = self._cook([states[j] for j in [*chosen, i]], card, bn_loader)
-                score = self._score(model, val_loader, classes)
-                accepted = sign * score >= sign * self.val_score_
-                self.steps_.append(SoupStep(names[i], score, accepted))
-                console.print(
-                    f"  greedy soup: {names[i]} → {self.metric} {score:.4f} "
-                    f"({'kept' if accepted else 'dropped'})"
-                )
-                if accepted:
-                    chosen.append(i)
-                    self.model_, self.val_score_ = model, score
-        self.ingredients_ = [names[i] for i in chosen]
+        model = build_model(card, states[0]).to(self._device)
+        model.to(memory_format=torch.channels_last)
+        score = (
+            None if val_loader is None else partial(self._score, loader=val_loader, classes=classes)
+        )
+        names = [model_stem(p).name for p in checkpoints]
+        self.fit_states(states, names, model, score, bn_loader, higher=SOUP_METRICS[self.metric][1])
         # calibrated on the validation pass that scored it; without validation (a refit's
         # uniform soup) the temperature is the caller's to set
-        scored = self._scored.get(id(self.model_))
-        self.temperature_ = 1.0 if scored is None else fit_temperature(*scored)
-        self._scored = {}
+        self.temperature_ = (
+            1.0 if self._chosen_scored is None else fit_temperature(*self._chosen_scored)
+        )
         self.card_ = ModelCard(
             architecture=card.architecture,
             classes=classes,
@@ -276,6 +228,106 @@ class ModelSoup:
             temperature=self.temperature_,
         )
         return self
+
+    def fit_states(
+        self,
+        states: Sequence[dict[str, torch.Tensor]],
+        names: Sequence[str],
+        model: nn.Module,
+        score: Callable[[nn.Module], float] | None,
+        bn_loader: DataLoader | None = None,
+        *,
+        higher: bool = True,
+    ) -> ModelSoup:
+        """Cook the soup from state dicts held in memory (the checkpoints a fine-tune kept, as
+        the multi-task image model does) into ``model``, whose architecture they share.
+        ``score(model)`` is the validation score (``higher`` is better); ``None`` only for a
+        uniform soup. Sets ``model_`` (``model``, holding the soup), ``ingredients_``,
+        ``val_score_`` and ``steps_``; :meth:`fit` adds the card and temperature.
+
+        The recipe: average the chosen states into ``model`` (recalibrating BatchNorm when
+        asked or when the statistics were trained), and for a greedy soup add checkpoints in
+        order of their own score while the soup's score does not drop."""
+        if not states:
+            raise ValueError("a soup needs at least one checkpoint")
+        if score is None and self.recipe == "greedy":
+            raise ValueError("a greedy soup chooses its ingredients on validation images")
+        self._resolve()
+        states, names = list(states), list(names)
+        # automatic: only the layers whose statistics were trained (and so differ); forced:
+        # every BatchNorm layer
+        self._bn_layers: set[str] | None = None
+        if self.recalibrate_bn is None:
+            self._bn_layers = batchnorm_layers_that_differ(states)  # empty when there is no BN
+            self._recalibrate = bool(self._bn_layers)
+        else:
+            self._recalibrate = self.recalibrate_bn
+        if self._recalibrate and bn_loader is None:
+            raise ValueError("BatchNorm recalibration needs training images (bn_loader)")
+        self._last_scored, self._cooked = None, None
+
+        def cook(chosen: list[int]) -> nn.Module:
+            model.load_state_dict(average_state_dicts([states[i] for i in chosen]))
+            if self._recalibrate:
+                recalibrate_batchnorm(
+                    model,
+                    bn_loader,
+                    self._device,
+                    self._precision,
+                    self.bn_batches,
+                    self._bn_layers,
+                )
+            return model
+
+        if self.recipe == "uniform":
+            chosen = list(range(len(states)))
+            self.val_score_ = None
+            if score is not None:
+                self.val_score_, self._cooked = score(cook(chosen)), chosen
+            self._chosen_scored = self._last_scored
+            self.steps_ = [SoupStep(n, self.val_score_, True) for n in names]
+        else:
+            chosen = self._greedy(names, cook, score, 1.0 if higher else -1.0)
+        self.ingredients_ = [names[i] for i in chosen]
+        self.model_ = cook(chosen) if self._cooked != chosen else model
+        self._last_scored = None
+        return self
+
+    def _resolve(self) -> None:
+        self._device = resolve_device(self.device)
+        self._precision = Precision.resolve(self.precision, self._device)
+
+    def _greedy(
+        self,
+        names: list[str],
+        cook: Callable[[list[int]], nn.Module],
+        score: Callable[[nn.Module], float],
+        sign: float,
+    ) -> list[int]:
+        """Indices of the greedy soup's ingredients; sets ``val_score_`` and ``steps_``."""
+        # order by each checkpoint's own validation metric, judged exactly as soups are
+        # (recalibrated too when soups are), so the first comparison is like for like
+        own, scored = [], []
+        for i in range(len(names)):
+            own.append(score(cook([i])))
+            scored.append(self._last_scored)
+        order = sorted(range(len(names)), key=lambda i: -sign * own[i])
+        chosen, self._cooked = [order[0]], [len(names) - 1]
+        self.val_score_, self._chosen_scored = own[order[0]], scored[order[0]]
+        self.steps_ = [SoupStep(names[order[0]], self.val_score_, True)]
+        for i in order[1:]:
+            trial = [*chosen, i]
+            value, self._cooked = score(cook(trial)), trial
+            accepted = sign * value >= sign * self.val_score_
+            self.steps_.append(SoupStep(names[i], value, accepted))
+            console.print(
+                f"  greedy soup: {names[i]} → {self.metric} {value:.4f} "
+                f"({'kept' if accepted else 'dropped'})"
+            )
+            if accepted:
+                chosen = trial
+                self.val_score_, self._chosen_scored = value, self._last_scored
+        return chosen
 
     def predict_proba(self, loader: DataLoader, *, calibrated: bool = True) -> np.ndarray:
         temperature = self.temperature_ if calibrated else 1.0

@@ -101,9 +101,8 @@ class ImageFeatureStore:
         return self._model
 
     def compute(self, paths: list[str]) -> None:
-        from heritage.data import ImageCache, ImageDataset, decode, eval_transform
+        from heritage.data import ImageCache, ImageDataset, decode, eval_transform, make_loader
         from heritage.probe import extract_features
-        from heritage.training.trainer import make_loader
 
         todo = [p for p in dict.fromkeys(paths) if p not in self.features and p not in self.failed]
         if not todo:

@@ -241,6 +241,154 @@ def fit_key(paths: list[str], owner: np.ndarray, codes: np.ndarray, config: Mult
     return digest.hexdigest()[:20]
 
 
+@dataclass
+class _FitData:
+    """A multi-task fine-tune's images split by record into training and held-out parts, with
+    each image's labels (``codes``; -1 unknown or not learnt) and their loaders."""
+
+    codes: np.ndarray
+    train: np.ndarray  # image indices
+    val: np.ndarray
+    learnt: list[bool]  # per property: at least two known classes in training
+    loader: Any  # augmented training batches of (image, row)
+    plain: Any  # training images without augmentation (LP-FT, BatchNorm recalibration)
+    val_loader: Any
+
+    @classmethod
+    def make(
+        cls,
+        paths: list[str],
+        owner: np.ndarray,
+        codes: np.ndarray,
+        config: MultiTaskConfig,
+        cache: Any,
+    ) -> _FitData:
+        from heritage.data import ImageDataset, eval_transform, make_loader, train_transform
+
+        t = config.train
+        held = holdout_records(owner, config.val_fraction, t.seed)
+        val, train = np.flatnonzero(held), np.flatnonzero(~held)
+        learnt = [
+            len(np.unique(codes[train][codes[train, p] >= 0, p])) >= 2
+            for p in range(codes.shape[1])
+        ]
+        codes = np.where(np.asarray(learnt)[None, :], codes, -1)  # unlearnable: no loss
+
+        def loader(rows: np.ndarray, augment: bool, batch_size: int) -> Any:
+            if augment:
+                transform = train_transform(cache.prep, t.augment)
+            else:
+                transform = eval_transform(cache.prep)
+            # the target of an image is its row, looked up in codes
+            ds = ImageDataset([paths[i] for i in rows], rows, cache, transform)
+            if not augment:
+                return make_loader(ds, batch_size, shuffle=False, workers=0)
+            drop_last = len(rows) > batch_size
+            return make_loader(
+                ds, batch_size, shuffle=True, workers=0, seed=t.seed, drop_last=drop_last
+            )
+
+        return cls(
+            codes,
+            train,
+            val,
+            learnt,
+            loader(train, True, min(t.batch_size, len(train))),
+            loader(train, False, config.batch_size_eval),
+            loader(val, False, config.batch_size_eval),
+        )
+
+    def score(self, model: MultiTaskNet, device: torch.device, precision: Any) -> float:
+        """The held-out images' mean macro-F1 over the learnt properties."""
+        probas = _predict(model, self.val_loader, device, precision)
+        return _score(probas, self.codes[self.val], self.learnt)
+
+
+def _init_heads_from_probes(
+    model: MultiTaskNet, data: _FitData, device: torch.device, precision: Any
+) -> None:
+    """LP-FT: each learnt property's head starts as a linear probe on its known labels."""
+    from heritage.probe import init_head_from_probe
+
+    model.eval()
+    feats = []
+    with torch.no_grad():
+        for x, _ in data.plain:
+            with precision.autocast(device):
+                x = x.to(device).contiguous(memory_format=torch.channels_last)
+                feats.append(model.features(x).float().cpu())
+    features = torch.cat(feats).numpy()
+    for p, head in enumerate(model.heads):
+        if data.learnt[p]:
+            y = data.codes[data.train, p]
+            known = y >= 0
+            init_head_from_probe(head, features[known], y[known], head.out_features)
+
+
+def _masked_step(
+    config: TrainConfig, data: _FitData, n_classes: list[int], device: torch.device
+) -> Any:
+    """The multi-task step: the sum over learnt properties of the loss on the rows that know
+    that property (a record without a label for it adds nothing)."""
+    criteria = []
+    for p, n in enumerate(n_classes):
+        y = data.codes[data.train, p]
+        counts = np.bincount(y[y >= 0], minlength=n).astype(float)
+        criteria.append(_criterion(config, counts).to(device) if data.learnt[p] else None)
+    codes = torch.as_tensor(data.codes, dtype=torch.long)
+
+    def step(model: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        y = codes[rows].to(device)
+        logits = model(x)
+        return sum(
+            crit(z, y[:, p], mask=y[:, p] >= 0)
+            for p, (crit, z) in enumerate(zip(criteria, logits, strict=True))
+            if crit is not None
+        )
+
+    return step
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class _Snapshots:
+    """Callback: the fine-tune's history, and the weights of the epochs that end a restart
+    cycle and of the best epoch so far, kept in memory for the soup."""
+
+    ends: set[int]
+    history: list[dict[str, float]] = field(default_factory=list)
+    kept: list[tuple[float, int, dict[str, torch.Tensor]]] = field(default_factory=list)
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def on_epoch_end(self, engine: Any, record: Any) -> None:
+        score = record.metrics.get("val_macro_f1", float("nan"))
+        epoch = record.epoch
+        self.history.append({"epoch": epoch, "loss": record.loss, "val_macro_f1": score})
+        key = score if np.isfinite(score) else float(epoch)  # no val: later is better
+        better = self.best is None or key > self.best[0]
+        if better or epoch in self.ends:
+            state = _cpu_copy(engine.model)
+            if better:
+                self.best = (key, epoch, state)
+            if epoch in self.ends:
+                self.kept.append((key, epoch, state))
+
+    def state(self) -> dict[str, Any]:
+        """What the resume state keeps of them."""
+        return {"snapshots": self.kept, "history": self.history, "best": self.best}
+
+    def ingredients(self) -> list[tuple[float, int, dict[str, torch.Tensor]]]:
+        """The soup's candidates: the cycle ends and the best epoch."""
+        assert self.best is not None
+        kept = list(self.kept)
+        if self.best[1] not in {e for _, e, _ in kept}:
+            kept.append(self.best)
+        return kept
+
+
 def fine_tune_multitask(
     paths: list[str],
     owner: np.ndarray,
@@ -254,36 +402,29 @@ def fine_tune_multitask(
     a report (per-epoch validation scores, the soup's ingredients). ``cache`` is an
     :class:`~heritage.data.ImageCache` with the images already decoded. A property with fewer
     than two known classes takes no part (no loss, no say in selection). With
-    ``config.checkpoint_dir`` the progress is saved after every epoch (see :func:`fit_key`)."""
-    import math
+    ``config.checkpoint_dir`` the progress is saved after every epoch (see :func:`fit_key`).
 
-    from heritage.backbones import batchnorm_layers
-    from heritage.data import ImageCache, ImageDataset, eval_transform, train_transform
-    from heritage.probe import LinearProbe
-    from heritage.progress import progress_bar
+    The loop is the trainer's engine (:mod:`heritage.training.engine`) with a masked
+    multi-head step; the soup is :class:`~heritage.soups.ModelSoup` cooking in memory."""
+    from heritage.data import ImageCache
     from heritage.runtime import Precision, configure_threads, resolve_device, seed_everything
-    from heritage.soups import (
-        average_state_dicts,
-        batchnorm_layers_that_differ,
-        recalibrate_batchnorm,
-    )
-    from heritage.training.trainer import (
-        ResumableLoop,
+    from heritage.training.engine import (
+        SaveState,
+        Validate,
         atomic_torch_save,
+        create_engine,
         cycle_ends,
         freeze_early_stages,
         load_training_state,
-        make_loader,
     )
 
     t = config.train
-    saved, state_path = None, None
+    state_path, saved = None, None
     if config.checkpoint_dir is not None:
         state_path = Path(config.checkpoint_dir) / f"{fit_key(paths, owner, codes, config)}.pt"
-        if state_path.exists():
-            saved = load_training_state(state_path)
-            if "soup" in saved:  # finished before: nothing to train
-                return saved["soup"], saved["report"]
+        saved = load_training_state(state_path) if state_path.exists() else None
+        if saved is not None and "soup" in saved:  # finished before: nothing to train
+            return saved["soup"], saved["report"]
     configure_threads()
     seed_everything(t.seed)
     device = resolve_device(t.device)
@@ -293,192 +434,69 @@ def fine_tune_multitask(
         cache = ImageCache(prep)
     frozen = freeze_early_stages(model.backbone, t.freeze_stages)
     model.to(device).to(memory_format=torch.channels_last)
-
-    held = holdout_records(owner, config.val_fraction, t.seed)
-    val, train = np.flatnonzero(held), np.flatnonzero(~held)
-    n_val = len(val)
-    learnt = [
-        len(np.unique(codes[train][codes[train, p] >= 0, p])) >= 2 for p in range(len(n_classes))
+    data = _FitData.make(paths, owner, codes, config, cache)
+    if t.head_init == "probe" and saved is None:
+        _init_heads_from_probes(model, data, device, precision)
+    step = _masked_step(t, data, n_classes, device)
+    engine = create_engine(
+        model, model.heads, data.loader, step, t, device=device, precision=precision, frozen=frozen
+    )
+    snapshots = _Snapshots(set(cycle_ends(t)))
+    if saved is not None:  # resume after the last finished epoch, snapshots and RNGs included
+        engine.restore(saved)
+        snapshots = _Snapshots(snapshots.ends, saved["history"], saved["snapshots"], saved["best"])
+    n_val = len(data.val)
+    callbacks: list[Any] = [
+        Validate(lambda m: {"val_macro_f1": data.score(m, device, precision)} if n_val else {}),
+        snapshots,
     ]
-    codes = np.where(np.asarray(learnt)[None, :], codes, -1)  # unlearnable properties: no loss
-    codes_t = torch.as_tensor(codes, dtype=torch.long)
-
-    def dataset(rows: np.ndarray, transform: Any) -> ImageDataset:
-        return ImageDataset([paths[i] for i in rows], rows, cache, transform)  # target = row
-
-    plain = make_loader(
-        dataset(train, eval_transform(prep)), config.batch_size_eval, shuffle=False, workers=0
-    )
-    batch_size = min(t.batch_size, len(train))
-    loader = make_loader(
-        dataset(train, train_transform(prep, t.augment)),
-        batch_size,
-        shuffle=True,
-        workers=0,
-        seed=t.seed,
-        drop_last=len(train) > batch_size,
-    )
-    val_loader = make_loader(
-        dataset(val, eval_transform(prep)), config.batch_size_eval, shuffle=False, workers=0
-    )
-
-    def to_device(x: torch.Tensor) -> torch.Tensor:
-        return x.to(device).contiguous(memory_format=torch.channels_last)
-
-    if t.head_init == "probe" and saved is None:  # LP-FT: heads start as linear probes
-        model.eval()
-        with torch.no_grad():
-            feats = []
-            for x, _ in plain:
-                with precision.autocast(device):
-                    feats.append(model.features(to_device(x)).float().cpu())
-        feats_np = torch.cat(feats).numpy()
-        for p, head in enumerate(model.heads):
-            y = codes[train, p]
-            if not learnt[p]:
-                continue
-            known = y >= 0
-            probe = LinearProbe().fit(feats_np[known], y[known], n_classes[p])
-            weight, bias = probe.head_weights()
-            with torch.no_grad():
-                head.weight.copy_(weight.to(head.weight))
-                head.bias.copy_(bias.to(head.bias))
-
-    criteria = []
-    for p in range(len(n_classes)):
-        y = codes[train, p]
-        counts = np.bincount(y[y >= 0], minlength=n_classes[p]).astype(float)
-        criteria.append(_criterion(t, counts).to(device) if learnt[p] else None)
-    head_params = list(model.heads.parameters())
-    head_ids = set(map(id, head_params))
-    body = [q for q in model.parameters() if q.requires_grad and id(q) not in head_ids]
-    optimiser = torch.optim.AdamW(
-        [{"params": body, "lr": t.lr}, {"params": head_params, "lr": t.lr * t.head_lr_mult}],
-        weight_decay=t.weight_decay,
-    )
-    steps = len(loader)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimiser,
-        T_0=t.restart_epochs * steps,
-        T_mult=t.restart_mult,
-        eta_min=t.lr * t.min_lr_ratio,
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype is torch.float16)
-
-    def snapshot() -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-    ends = set(cycle_ends(t))
-    snapshots: list[tuple[float, int, dict[str, torch.Tensor]]] = []
-    history: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    resumable, start = ResumableLoop(model, optimiser, scheduler, scaler, loader, device), 1
-    if saved is not None:  # resume after the last finished epoch, pool and RNGs included
-        resumable.restore(saved)
-        snapshots, history, best = saved["snapshots"], saved["history"], saved["best"]
-        start = saved["epoch"] + 1
-
-    def save_progress(epoch: int) -> None:
-        if state_path is None:
-            return
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        progress = {
-            **resumable.state(),
-            "epoch": epoch,
-            "snapshots": snapshots,
-            "history": history,
-            "best": best,
-        }
-        atomic_torch_save(progress, state_path)
-
-    with progress_bar() as bar:
-        task = bar.add_task("multi-task fine-tune", total=t.epochs * steps, info="")
-        bar.update(task, completed=(start - 1) * steps)
-        for epoch in range(start, t.epochs + 1):
-            model.train()
-            for module in frozen:
-                module.eval()
-            if t.freeze_bn_stats:
-                for module in batchnorm_layers(model):
-                    module.eval()
-            total = 0.0
-            for step, (x, rows) in enumerate(loader):
-                y = codes_t[rows].to(device)
-                with precision.autocast(device):
-                    logits = model(to_device(x))
-                # sum of per-property means over the rows that know that property
-                loss = sum(
-                    crit(z, y[:, p], mask=y[:, p] >= 0)
-                    for p, (crit, z) in enumerate(zip(criteria, logits, strict=True))
-                    if crit is not None
-                )
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(
-                        f"multi-task loss became {loss.item()} at epoch {epoch}, step {step}: "
-                        "lower the learning rate (train: {lr: ...})"
-                    )
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
-                scheduler.step((epoch - 1) * steps + step + 1)
-                total += loss.item()
-                bar.update(task, advance=1, info=f"epoch {epoch} loss {total / (step + 1):.4f}")
-            score = float("nan")
-            if n_val:
-                probas = _predict(model, val_loader, device, precision)
-                score = _score(probas, codes[val], learnt)
-            history.append({"epoch": epoch, "loss": total / max(steps, 1), "val_macro_f1": score})
-            key = score if np.isfinite(score) else float(epoch)  # no val: later is better
-            if best is None or key > best[0] or epoch in ends:
-                state = snapshot()
-                if best is None or key > best[0]:
-                    best = (key, epoch, state)
-                if epoch in ends:
-                    snapshots.append((key, epoch, state))
-            save_progress(epoch)
-    assert best is not None
-    if best[1] not in {e for _, e, _ in snapshots}:
-        snapshots.append(best)
-    snapshots.sort(key=lambda s: -s[0])
-    # averaged BatchNorm statistics of trained (not frozen) layers are recomputed on training
-    # images, as heritage.soups does; a single checkpoint is used as it was trained
-    trained_bn = batchnorm_layers_that_differ([s for _, _, s in snapshots])
-
-    def cook(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        model.load_state_dict(average_state_dicts(states))
-        if len(states) > 1 and trained_bn:
-            recalibrate_batchnorm(model, plain, device, precision, only=trained_bn)
-        return snapshot()
-
-    def evaluate_soup(state: dict[str, torch.Tensor]) -> float:
-        model.load_state_dict(state)
-        return _score(_predict(model, val_loader, device, precision), codes[val], learnt)
-
-    if config.soup == "best":
-        ingredients = [snapshots[0]]
-    elif config.soup == "uniform":
-        ingredients = snapshots
-    elif n_val == 0:  # no held-out records to be greedy on: the last checkpoint
-        ingredients = [max(snapshots, key=lambda s: s[1])]
-    else:  # greedy: in order of validation score, keep a checkpoint if the soup does not drop
-        ingredients, current = [snapshots[0]], snapshots[0][0]
-        for candidate in snapshots[1:]:
-            trial = evaluate_soup(cook([s for _, _, s in [*ingredients, candidate]]))
-            if trial >= current:
-                ingredients, current = [*ingredients, candidate], trial
-    soup = cook([s for _, _, s in ingredients])
+    if state_path is not None:
+        callbacks.append(SaveState(state_path, lambda _: snapshots.state()))
+    engine.run(t.epochs, start=saved["epoch"] + 1 if saved else 1, callbacks=callbacks)
+    soup, ingredients = _cook(config, model, snapshots.ingredients(), data, device, precision)
     report = {
-        "history": history,
+        "history": snapshots.history,
         "soup": config.soup,
-        "ingredients": [e for _, e, _ in ingredients],
-        "learnt": learnt,
-        "val_records": len(np.unique(owner[val])),
-        "val_macro_f1": evaluate_soup(soup) if n_val else float("nan"),
+        "ingredients": ingredients,
+        "learnt": data.learnt,
+        "val_records": len(np.unique(owner[data.val])),
+        "val_macro_f1": data.score(model, device, precision) if n_val else float("nan"),
     }
-    if state_path is not None:  # the pool is no longer needed: keep the result only
+    if state_path is not None:  # the snapshots are no longer needed: keep the result only
         atomic_torch_save({"soup": soup, "report": report}, state_path)
     return soup, report
+
+
+def _cook(
+    config: MultiTaskConfig,
+    model: MultiTaskNet,
+    candidates: list[tuple[float, int, dict[str, torch.Tensor]]],
+    data: _FitData,
+    device: torch.device,
+    precision: Any,
+) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """The configured soup of the candidate checkpoints, loaded into ``model``: its weights
+    (CPU) and the epochs in it. ``best`` is the top-scoring checkpoint alone; without
+    held-out records a greedy soup has nothing to be greedy on and takes the last one."""
+    from heritage.soups import ModelSoup
+
+    single = None
+    if config.soup == "best":
+        single = max(candidates, key=lambda c: c[0])
+    elif config.soup == "greedy" and len(data.val) == 0:
+        single = max(candidates, key=lambda c: c[1])  # the last checkpoint
+    if single is not None:
+        model.load_state_dict(single[2])
+        return _cpu_copy(model), [single[1]]
+    t = config.train
+    soup = ModelSoup(config.soup, device=t.device, precision=t.precision).fit_states(
+        [s for _, _, s in candidates],
+        [str(e) for _, e, _ in candidates],
+        model,
+        lambda m: data.score(m, device, precision),
+        data.plain,
+    )
+    return _cpu_copy(model), [int(name) for name in soup.ingredients_]
 
 
 class MultiTaskImageModel(Modality):
@@ -604,8 +622,7 @@ class MultiTaskImageModel(Modality):
         return model
 
     def predict_proba(self, records: RecordTable) -> dict[str, np.ndarray]:
-        from heritage.data import ImageCache, ImageDataset, eval_transform
-        from heritage.training.trainer import make_loader
+        from heritage.data import ImageCache, ImageDataset, eval_transform, make_loader
 
         out = {p: absent(len(records), len(c)) for p, c in self.classes_.items()}
         if self.state_ is None:

@@ -32,7 +32,26 @@ def _checked_labels(labels: Sequence[int] | np.ndarray) -> np.ndarray:
     return labels
 
 
-class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
+class _EpochSeededSampler(torch.utils.data.Sampler[list[int]]):
+    """What both samplers share: batches that depend only on ``(seed, epoch)``."""
+
+    def __init__(self, seed: int, drop_last: bool) -> None:
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the batches of ``epoch`` on the next pass."""
+        self.epoch = epoch
+
+    def _epoch_rng(self, *stream: int) -> np.random.Generator:
+        """This pass's generator; the next pass differs unless ``set_epoch`` says otherwise."""
+        rng = np.random.default_rng([self.seed, self.epoch, *stream])
+        self.epoch += 1
+        return rng
+
+
+class ClassAwareBatchSampler(_EpochSeededSampler):
     """Batches in which every class present has at least ``images_per_class`` images, drawn in
     natural class proportions.
 
@@ -56,6 +75,7 @@ class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         drop_last: bool = True,
     ) -> None:
+        super().__init__(seed, drop_last)
         labels = _checked_labels(labels)
         if images_per_class < 1:
             raise ValueError(f"images_per_class={images_per_class} must be at least 1.")
@@ -71,9 +91,6 @@ class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.images_per_class = images_per_class
         self.groups_per_batch = batch_size // images_per_class
         self.batch_size = self.groups_per_batch * images_per_class
-        self.seed = seed
-        self.drop_last = drop_last
-        self.epoch = 0
         self._num_groups = sum(math.ceil(len(m) / images_per_class) for m in self._members)
         if len(self) == 0:
             raise ValueError(
@@ -83,18 +100,13 @@ class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
                 "pass drop_last=False."
             )
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use the batches of ``epoch`` on the next pass."""
-        self.epoch = epoch
-
     def __len__(self) -> int:
         if self.drop_last:
             return self._num_groups // self.groups_per_batch
         return math.ceil(self._num_groups / self.groups_per_batch)
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1  # the next pass differs unless set_epoch says otherwise
+        rng = self._epoch_rng()
         k = self.images_per_class
         groups: list[np.ndarray] = []
         for members in self._members:
@@ -115,7 +127,7 @@ class ClassAwareBatchSampler(torch.utils.data.Sampler[list[int]]):
             yield chunk.reshape(-1).tolist()
 
 
-class ClassBalancedBatchSampler(torch.utils.data.Sampler[list[int]]):
+class ClassBalancedBatchSampler(_EpochSeededSampler):
     """Batches drawn with replacement so that class ``c`` is picked with probability
     proportional to ``n_c ** (1 - power)``: ``power=0`` keeps natural frequencies, ``1`` makes
     every class equally likely, ``0.5`` (square-root sampling) sits between, over-sampling rare
@@ -133,6 +145,7 @@ class ClassBalancedBatchSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         drop_last: bool = True,
     ) -> None:
+        super().__init__(seed, drop_last)
         labels = _checked_labels(labels)
         if not 0.0 <= power <= 1.0:
             raise ValueError(f"power={power} must be in [0, 1] (0: natural, 1: fully balanced)")
@@ -148,21 +161,13 @@ class ClassBalancedBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.probabilities = weights / weights.sum()
         self.batch_size = batch_size
         self.power = power
-        self.seed = seed
-        self.drop_last = drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the batches of ``epoch`` on the next pass."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
         n = len(self.probabilities)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch, 1])  # 1: not the class-pairs stream
-        self.epoch += 1  # the next pass differs unless set_epoch says otherwise
+        rng = self._epoch_rng(1)  # 1: not the class-pairs stream
         n = len(self.probabilities)
         size = len(self) * self.batch_size if self.drop_last else n
         drawn = rng.choice(n, size=size, p=self.probabilities)

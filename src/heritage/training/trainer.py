@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
-import os
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +39,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from heritage.backbones import (
+    Preprocessing,
     architecture_of,
-    batchnorm_layers,
     create_backbone,
     resolve_preprocessing,
 )
 from heritage.calibration import fit_temperature, softmax
 from heritage.collection import Collection, CollectionError
 from heritage.config import TrainConfig
-from heritage.data import ImageCache, ImageDataset, eval_transform, train_transform
+from heritage.data import (
+    ImageCache,
+    ImageDataset,
+    eval_transform,
+    make_loader,
+    train_transform,
+)
 from heritage.evaluation import evaluate
 from heritage.locking import folder_lock
 from heritage.model import ModelCard, predict_logits
-from heritage.probe import LinearProbe, extract_features
-from heritage.progress import console, progress_bar
+from heritage.probe import extract_features, init_head_from_probe
+from heritage.progress import console
 from heritage.runtime import (
     Precision,
     configure_threads,
@@ -62,6 +66,17 @@ from heritage.runtime import (
     resolve_device,
     resolve_workers,
     seed_everything,
+)
+from heritage.training.callbacks import OfferToPool, RunLog, WriteHistory, format_val
+from heritage.training.engine import (
+    Engine,
+    SaveState,
+    Step,
+    Validate,
+    create_engine,
+    cycle_ends,
+    freeze_early_stages,
+    load_training_state,
 )
 from heritage.training.losses import create_loss
 from heritage.training.mixing import create_objective
@@ -90,169 +105,14 @@ class TrainResult:
     train_images_per_second: float
 
 
-def cycle_ends(config: TrainConfig) -> list[int]:
-    """Epochs at which a warm-restart cycle ends (those checkpoints join the pool)."""
-    ends, length, at = [], config.restart_epochs, 0
-    while at + length <= config.epochs:
-        at += length
-        ends.append(at)
-        length *= config.restart_mult
-    return ends
-
-
-def freeze_early_stages(model: nn.Module, n_stages: int) -> list[nn.Module]:
-    """Freeze the stem and the first ``n_stages`` stages; returns the frozen modules (kept in
-    eval mode so BatchNorm statistics stay pretrained). Supports timm's ``blocks`` / ``stages``
-    / ResNet ``layerN`` layouts."""
-    if n_stages <= 0:
-        return []
-    stages = getattr(model, "blocks", None) or getattr(model, "stages", None)
-    if stages is None and hasattr(model, "layer1"):
-        stages = [getattr(model, f"layer{i}") for i in range(1, 5)]
-    if stages is None:
-        raise ValueError(f"freeze_stages is not supported for {type(model).__name__}")
-    stage_ids = {id(m) for m in stages}
-    stem = []
-    for child in model.children():  # everything before the first stage is the stem
-        if id(child) in stage_ids or child is stages:
-            break
-        stem.append(child)
-    frozen = stem + list(stages)[:n_stages]
-    for module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
-    # parameters held by the model itself belong to the stem too (a ViT's position embedding
-    # and class token): left trainable, they would move under a frozen patch embedding
-    for p in model.parameters(recurse=False):
-        p.requires_grad_(False)
-    return frozen
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` that a killed process never leaves half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_training_state(path: Path) -> dict[str, Any]:
-    """A resume state written by :func:`atomic_torch_save`, read with ``weights_only=True``:
-    tensors and plain Python values only, so a file that asks for anything else (a crafted
-    pickle, a state written by an older heritage) is refused rather than run."""
-    import pickle
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        raise ValueError(
-            f"{path} is not a resume state this heritage reads: it asks for more than tensors "
-            "and plain values (as states saved by an older heritage do) or is damaged, so it "
-            "was not opened further. Remove it, or start in a new folder, to train from the "
-            f"beginning ({type(exc).__name__})"
-        ) from exc
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a resume state (it holds a {type(state).__name__})")
-    return state
-
-
-def _numpy_rng_state() -> dict[str, Any]:
-    """NumPy's global generator state as a tensor and plain values (loadable with
-    ``weights_only=True``, unlike the tuple holding an array that NumPy returns)."""
-    name, key, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "bit_generator": str(name),
-        "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
-        "pos": int(pos),
-        "has_gauss": int(has_gauss),
-        "cached_gaussian": float(cached),
-    }
-
-
-def _set_numpy_rng_state(state: dict[str, Any]) -> None:
-    key = state["key"].numpy().astype(np.uint32)
-    np.random.set_state(
-        (state["bit_generator"], key, state["pos"], state["has_gauss"], state["cached_gaussian"])
-    )
-
-
 @dataclass
-class ResumableLoop:
-    """The parts of a training loop a resumed run must get back: weights, optimiser,
-    schedule, loss scaler and every random generator (augmentation, data order, SynerMix and
-    dropout on the GPU), so that it continues as the uninterrupted run would have."""
+class _Loaders:
+    """The run's images, decoded once: augmented training batches, validation batches (None
+    for a refit without validation) and the training images without augmentation (LP-FT)."""
 
-    model: nn.Module
-    optimiser: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    loader: DataLoader
-    device: torch.device
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimiser.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                "numpy": _numpy_rng_state(),
-                "loader": self.loader.generator.get_state(),
-            },
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """The inverse of :meth:`state`."""
-        self.model.load_state_dict(state["model"])
-        self.optimiser.load_state_dict(state["optimizer"])
-        if state.get("scaler"):  # empty when the run so far was not fp16
-            self.scaler.load_state_dict(state["scaler"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        _set_numpy_rng_state(state["rng"]["numpy"])
-        self.loader.generator.set_state(state["rng"]["loader"])
-
-
-def make_loader(
-    dataset: ImageDataset,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    workers: int,
-    seed: int = 0,
-    drop_last: bool = False,
-) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        drop_last=drop_last,
-        generator=generator,
-        persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
-@dataclass
-class _LoopParts:
-    """What one training epoch needs, built once by :meth:`Trainer.fit`."""
-
-    model: nn.Module
-    frozen: list[nn.Module]
-    loader: DataLoader
-    optimiser: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    criterion: nn.Module
-    objective: Objective
-    regularisers: list[EntropyRegulariser]
-    device: torch.device
-    precision: Precision
+    train: DataLoader
+    val: DataLoader | None
+    plain: DataLoader
 
 
 class Trainer:
@@ -310,40 +170,16 @@ class Trainer:
         overwrite: bool,
     ) -> TrainResult:
         cfg = self.config
-        state_path = run_dir / "state.pt"
-        if overwrite:
-            deleted = clear_run(run_dir)
-            if deleted:
-                console.print(f"[bold]overwrite[/]: deleted {', '.join(deleted)} in {run_dir}")
-        if state_path.exists() and not resume:
-            raise FileExistsError(
-                f"{run_dir} already holds a run; resume it, start afresh with --overwrite "
-                "(overwrite=True), or choose another folder"
-            )
+        state = _state_to_resume(run_dir, resume, overwrite)
         configure_threads()
         seed_everything(cfg.seed)
         device = resolve_device(cfg.device)
         precision = Precision.resolve(cfg.precision, device)
-        workers = resolve_workers(cfg.workers, device)
-
-        state = load_training_state(state_path) if state_path.exists() else None
-        options = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
-        fingerprint = run_fingerprint(collection, options)
-        if state is not None:
-            check_resume(run_dir, read_fingerprint(run_dir), fingerprint, collection)
-            _check_resumable(state, cfg, collection.classes, run_dir)
-        elif has_checkpoints(run_dir):
-            raise RunMismatch(
-                f"{run_dir} holds checkpoints but no state.pt to resume from; start afresh "
-                "with --overwrite (overwrite=True; deletes them) or choose another --out"
-            )
+        fingerprint = self._check_rerun(collection, run_dir, state)
         collection = _split_for_run(
             collection, run_dir / "split.csv", cfg, resuming=state is not None
         )
-
-        train_set, val_set = collection.split("train"), collection.split("val")
-        validating = len(val_set) > 0
-        if not validating and not cfg.keep_epochs:
+        if not len(collection.split("val")) and not cfg.keep_epochs:
             raise ValueError(
                 "the validation split is empty: checkpoints and soups need one (a refit on "
                 "train + val names the epochs to keep instead: keep_epochs)"
@@ -357,116 +193,126 @@ class Trainer:
         model.to(device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-
-        cache = ImageCache(prep)
-        cache.load(train_set.paths() + val_set.paths())
-        train_ds = ImageDataset(
-            train_set.paths(), train_set.targets(), cache, train_transform(prep, cfg.augment)
+        loaders = self._loaders(collection, prep, wants_pairs, resolve_workers(cfg.workers, device))
+        engine = self._engine(
+            model, frozen, loaders.train, objective, collection, device, precision
         )
-        val_ds = ImageDataset(val_set.paths(), val_set.targets(), cache, eval_transform(prep))
-        batch_size = min(cfg.batch_size, len(train_ds))
-        if cfg.sampler == "balanced":
-            balanced = ClassBalancedBatchSampler(
-                train_ds.targets,
-                batch_size,
-                power=cfg.balance_power,
-                seed=cfg.seed,
-                drop_last=len(train_ds) > batch_size,
-            )
-            train_loader = _batch_sampler_loader(train_ds, balanced, workers, cfg.seed)
-        elif cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and wants_pairs):
-            per_class = cfg.entropy.k + 1 if cfg.entropy.enabled and cfg.entropy.per_class else 2
-            train_loader = _class_pairs_loader(
-                train_ds, batch_size, workers, cfg.seed, max(2, per_class)
-            )
-        else:
-            train_loader = make_loader(
-                train_ds,
-                batch_size,
-                shuffle=True,
-                workers=workers,
-                seed=cfg.seed,
-                drop_last=len(train_ds) > batch_size,
-            )
-        val_loader = (
-            make_loader(val_ds, batch_size * 2, shuffle=False, workers=0) if validating else None
-        )
-        steps_per_epoch = len(train_loader)
-
-        optimiser = _adamw(model, cfg)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-            optimiser,
-            T_0=cfg.restart_epochs * steps_per_epoch,
-            T_mult=cfg.restart_mult,
-            eta_min=cfg.lr * cfg.min_lr_ratio,
-        )
-        class_counts = np.bincount(train_set.targets(), minlength=len(classes))
-        criterion = create_loss(
-            cfg.loss, label_smoothing=cfg.label_smoothing, class_counts=class_counts.tolist()
-        )
-        regularisers = [EntropyRegulariser.from_config(cfg.entropy)] if cfg.entropy.enabled else []
-        for regulariser in regularisers:
-            with regulariser.tapping(model):  # a layer name that is not in the model fails now
-                pass
-        scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype is torch.float16)
-        parts = _LoopParts(
-            model,
-            frozen,
-            train_loader,
-            optimiser,
-            scheduler,
-            scaler,
-            criterion.to(device),
-            objective,
-            regularisers,
-            device,
-            precision,
-        )
-        resumable = ResumableLoop(model, optimiser, scheduler, scaler, train_loader, device)
 
         # the run's files once its start has succeeded: a start that failed before here
         # leaves nothing that a corrected rerun would take for this run
         if state is None:
             collection.save_split(run_dir / "split.csv")
             write_run_file(run_dir, fingerprint)
-        _write_skipped(collection, run_dir / "skipped.csv")
-        (run_dir / "config.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    **cfg.to_dict(),
-                    "source": str(collection.root),
-                    "label_column": collection.label_column,
-                },
-                sort_keys=False,
-            )
-        )
-        pool = CheckpointPool.open(run_dir / "pool", cfg.keep_top_k)
-        history: list[dict[str, float]] = []
-        start_epoch, train_seconds, images_seen = 0, 0.0, 0
-        if state is not None:
-            resumable.restore(state)
-            start_epoch, history = state["epoch"], state["history"]
-            train_seconds, images_seen = state["train_seconds"], state["images_seen"]
-            if start_epoch < cfg.epochs:
-                console.print(f"[bold]resuming[/] {run_dir} after epoch {start_epoch}/{cfg.epochs}")
-        elif cfg.head_init == "probe":
-            plain = ImageDataset(
-                train_set.paths(), train_set.targets(), cache, eval_transform(prep)
-            )
-            metrics = self._init_head_from_probe(
-                model,
-                make_loader(plain, batch_size * 2, shuffle=False, workers=0),
-                val_loader,
-                device,
-                precision,
-                classes,
-            )
-            history.append({"epoch": 0, **metrics})
-            console.print(f"epoch   0 (linear probe head){_format_val(metrics)}")
+        _write_config(collection, run_dir, cfg)
 
-        card = ModelCard(
+        def validate(model: nn.Module) -> dict[str, float]:
+            return self._validate(model, loaders.val, device, precision, classes)
+
+        log = RunLog()
+        if state is not None:
+            engine.restore(state)
+            log = RunLog(state["history"], state["train_seconds"], state["images_seen"])
+            if state["epoch"] < cfg.epochs:
+                console.print(
+                    f"[bold]resuming[/] {run_dir} after epoch {state['epoch']}/{cfg.epochs}"
+                )
+        elif cfg.head_init == "probe":  # LP-FT: the head starts as a linear probe
+            features, y = extract_features(model, loaders.plain, device, precision)
+            init_head_from_probe(model.get_classifier(), features, y, len(classes))
+            log.history.append({"epoch": 0, **validate(model)})
+            console.print(f"epoch   0 (linear probe head){format_val(log.history[-1])}")
+
+        pool = CheckpointPool.open(run_dir / "pool", cfg.keep_top_k)
+        card = self._card(collection, prep, run_dir)
+        callbacks = [
+            Validate(validate),
+            log,
+            OfferToPool(pool, card, set(cycle_ends(cfg)), set(cfg.keep_epochs)),
+            SaveState(run_dir / "state.pt", lambda _: self._resume_extra(log, classes)),
+            WriteHistory(run_dir / "history.json", log, cfg.epochs),
+        ]
+        engine.run(cfg.epochs, start=(state["epoch"] if state else 0) + 1, callbacks=callbacks)
+        return _summarise(run_dir, pool, log, device, cfg.epochs)
+
+    def _check_rerun(
+        self, collection: Collection, run_dir: Path, state: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The run's fingerprint; a resumed run must match the one it started with."""
+        cfg = self.config
+        options = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
+        fingerprint = run_fingerprint(collection, options)
+        if state is not None:
+            check_resume(run_dir, read_fingerprint(run_dir), fingerprint, collection)
+            _check_resumable(state, cfg, collection.classes, run_dir)
+        elif has_checkpoints(run_dir):
+            raise RunMismatch(
+                f"{run_dir} holds checkpoints but no state.pt to resume from; start afresh "
+                "with --overwrite (overwrite=True; deletes them) or choose another --out"
+            )
+        return fingerprint
+
+    def _loaders(
+        self, collection: Collection, prep: Preprocessing, wants_pairs: bool, workers: int
+    ) -> _Loaders:
+        """Decode the train and val images once; batches of them for training, validation and
+        the linear probe."""
+        cfg = self.config
+        train_set, val_set = collection.split("train"), collection.split("val")
+        cache = ImageCache(prep)
+        cache.load(train_set.paths() + val_set.paths())
+        train_ds = ImageDataset(
+            train_set.paths(), train_set.targets(), cache, train_transform(prep, cfg.augment)
+        )
+        batch_size = min(cfg.batch_size, len(train_ds))
+        val = None
+        if len(val_set):
+            val_ds = ImageDataset(val_set.paths(), val_set.targets(), cache, eval_transform(prep))
+            val = make_loader(val_ds, batch_size * 2, shuffle=False, workers=0)
+        plain = ImageDataset(train_set.paths(), train_set.targets(), cache, eval_transform(prep))
+        return _Loaders(
+            _train_loader(train_ds, batch_size, cfg, workers, wants_pairs),
+            val,
+            make_loader(plain, batch_size * 2, shuffle=False, workers=0),
+        )
+
+    def _engine(
+        self,
+        model: nn.Module,
+        frozen: list[nn.Module],
+        loader: DataLoader,
+        objective: Objective,
+        collection: Collection,
+        device: torch.device,
+        precision: Precision,
+    ) -> Engine:
+        """The loop over the objective's step, with the configured loss and regularisers."""
+        cfg = self.config
+        counts = np.bincount(collection.split("train").targets(), minlength=len(collection.classes))
+        criterion = create_loss(
+            cfg.loss, label_smoothing=cfg.label_smoothing, class_counts=counts.tolist()
+        ).to(device)
+        regularisers = [EntropyRegulariser.from_config(cfg.entropy)] if cfg.entropy.enabled else []
+        for regulariser in regularisers:
+            with regulariser.tapping(model):  # a layer name that is not in the model fails now
+                pass
+        return create_engine(
+            model,
+            model.get_classifier(),
+            loader,
+            _classifier_step(objective, criterion, regularisers),
+            cfg,
+            device=device,
+            precision=precision,
+            frozen=frozen,
+            channels_last=cfg.channels_last,
+            taps=[partial(r.tapping, model) for r in regularisers],
+        )
+
+    def _card(self, collection: Collection, prep: Preprocessing, run_dir: Path) -> ModelCard:
+        cfg = self.config
+        return ModelCard(
             architecture=architecture_of(cfg.backbone),
-            classes=list(classes),
+            classes=list(collection.classes),
             preprocessing=prep,
             provenance={
                 "run": str(run_dir),
@@ -476,112 +322,10 @@ class Trainer:
                 "backbone": cfg.backbone,
             },
         )
-        cycle_end_epochs = set(cycle_ends(cfg))
-        for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            loss, seen = self._train_epoch(parts, epoch)
-            epoch_seconds = time.perf_counter() - t0
-            train_seconds += epoch_seconds
-            images_seen += seen
-            metrics = self._validate(model, val_loader, device, precision, classes)
-            metrics = {
-                "epoch": epoch,
-                "train_loss": loss,
-                **metrics,
-                "lr": optimiser.param_groups[0]["lr"],
-                "epoch_seconds": epoch_seconds,
-                "step_seconds": epoch_seconds / steps_per_epoch,
-            }
-            history.append(metrics)
-            joined = pool.offer(
-                epoch,
-                {k: v for k, v in metrics.items() if k.startswith("val_")},
-                model.state_dict(),
-                replace(card, temperature=metrics.get("val_temperature", 1.0)),
-                cycle_end=epoch in cycle_end_epochs,
-                pinned=epoch in cfg.keep_epochs,
-            )
-            atomic_torch_save(
-                {
-                    **resumable.state(),
-                    "epoch": epoch,
-                    "history": history,
-                    "train_seconds": train_seconds,
-                    "images_seen": images_seen,
-                    "config": cfg.to_dict(),
-                    "classes": list(classes),
-                },
-                state_path,
-            )
-            (run_dir / "history.json").write_text(json.dumps(history, indent=2))
-            console.print(
-                f"epoch {epoch:>3}/{cfg.epochs}  loss {loss:.4f}{_format_val(metrics)}"
-                f"  {epoch_seconds:.0f}s{'  → pool' if joined else ''}"
-            )
-        throughput = images_seen / train_seconds if train_seconds else float("nan")
-        summary = {
-            "train_seconds": train_seconds,
-            "train_images_per_second": throughput,
-            "hardware": hardware_label(device),
-            "epochs": cfg.epochs,
-            "pool": [e.name for e in pool.entries],
-        }
-        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-        return TrainResult(run_dir, pool, history, train_seconds, throughput)
 
-    def _train_epoch(self, parts: _LoopParts, epoch: int) -> tuple[float, int]:
-        """One pass over the loader; returns the mean loss and the images trained on."""
-        model, loader, optimiser, scaler = parts.model, parts.loader, parts.optimiser, parts.scaler
-        device, precision, steps_per_epoch = parts.device, parts.precision, len(parts.loader)
-        model.train()
-        set_epoch = getattr(loader.batch_sampler, "set_epoch", None)  # heritage's samplers
-        if set_epoch is not None:
-            set_epoch(epoch)  # same batches again when resumed
-        for module in parts.frozen:
-            module.eval()
-        if self.config.freeze_bn_stats:
-            for module in batchnorm_layers(model):
-                module.eval()
-        total, count = 0.0, 0
-        with progress_bar() as bar, contextlib.ExitStack() as taps:
-            for regulariser in parts.regularisers:  # hooks on the layers they act on
-                taps.enter_context(regulariser.tapping(model))
-            task = bar.add_task(f"epoch {epoch}", total=steps_per_epoch)
-            for step, (x, y) in enumerate(loader):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if self.config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with precision.autocast(device):
-                    out = parts.objective(model, x, y, parts.criterion)
-                loss = out.loss
-                for regulariser in parts.regularisers:
-                    loss = loss + regulariser(out.features, out.labels)
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(
-                        f"loss became {loss.item()} at epoch {epoch}, step {step}: lower the "
-                        "learning rate; the pool and the last finished epoch are kept"
-                    )
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()  # a no-op scaler unless training in fp16
-                scaler.step(optimiser)
-                scaler.update()
-                parts.scheduler.step((epoch - 1) * steps_per_epoch + step + 1)
-                total += loss.item() * len(x)
-                count += len(x)
-                bar.update(task, advance=1, info=f"loss {total / count:.4f}")
-        return total / max(count, 1), count
-
-    def _init_head_from_probe(
-        self, model, train_loader, val_loader, device, precision, classes
-    ) -> dict[str, float]:
-        """LP-FT: fit a linear probe on frozen features, copy it into the head."""
-        features, y = extract_features(model, train_loader, device, precision)
-        weight, bias = LinearProbe().fit(features, y, len(classes)).head_weights()
-        head = model.get_classifier()
-        with torch.no_grad():
-            head.weight.copy_(weight.to(head.weight))
-            head.bias.copy_(bias.to(head.bias))
-        return self._validate(model, val_loader, device, precision, classes)
+    def _resume_extra(self, log: RunLog, classes: list[str]) -> dict[str, Any]:
+        """What the resume state holds beside the engine's: counters, options, classes."""
+        return {**log.counters(), "config": self.config.to_dict(), "classes": list(classes)}
 
     def _validate(self, model, loader, device, precision, classes) -> dict[str, float]:
         """Validation metrics; none for a run without a validation split (a refit)."""
@@ -601,12 +345,83 @@ class Trainer:
         }
 
 
-def _format_val(metrics: dict[str, float]) -> str:
-    """The validation part of an epoch's line (empty for a run without validation)."""
-    return "".join(
-        f"  {key} {metrics[key]:.4f}"
-        for key in ("val_loss", "val_top1", "val_macro_f1")
-        if key in metrics
+def _classifier_step(
+    objective: Objective, criterion: nn.Module, regularisers: list[EntropyRegulariser]
+) -> Step:
+    """The single-label step: the objective's loss (plain, mixed or SynerMix) plus the feature
+    regularisers on the same forward pass's features."""
+
+    def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = objective(model, x, y.to(x.device, non_blocking=True), criterion)
+        if not regularisers:
+            return out.loss
+        with torch.autocast(x.device.type, enabled=False):  # as the regularisers expect
+            return out.loss + sum(r(out.features, out.labels) for r in regularisers)
+
+    return step
+
+
+def _state_to_resume(run_dir: Path, resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """The resume state in ``run_dir`` (None for a fresh start), after ``overwrite`` cleared
+    the folder; a run there that may not be resumed is refused."""
+    state_path = run_dir / "state.pt"
+    if overwrite:
+        deleted = clear_run(run_dir)
+        if deleted:
+            console.print(f"[bold]overwrite[/]: deleted {', '.join(deleted)} in {run_dir}")
+    if state_path.exists() and not resume:
+        raise FileExistsError(
+            f"{run_dir} already holds a run; resume it, start afresh with --overwrite "
+            "(overwrite=True), or choose another folder"
+        )
+    return load_training_state(state_path) if state_path.exists() else None
+
+
+def _write_config(collection: Collection, run_dir: Path, cfg: TrainConfig) -> None:
+    """``config.yaml`` (the resolved options and where the images came from) and
+    ``skipped.csv``."""
+    _write_skipped(collection, run_dir / "skipped.csv")
+    config = {
+        **cfg.to_dict(),
+        "source": str(collection.root),
+        "label_column": collection.label_column,
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _summarise(
+    run_dir: Path, pool: CheckpointPool, log: RunLog, device: torch.device, epochs: int
+) -> TrainResult:
+    """``train_summary.json``: time, throughput and hardware, read by the benchmarks."""
+    seconds = log.train_seconds
+    throughput = log.images_seen / seconds if seconds else float("nan")
+    summary = {
+        "train_seconds": seconds,
+        "train_images_per_second": throughput,
+        "hardware": hardware_label(device),
+        "epochs": epochs,
+        "pool": [e.name for e in pool.entries],
+    }
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return TrainResult(run_dir, pool, log.history, seconds, throughput)
+
+
+def _train_loader(
+    dataset: ImageDataset, batch_size: int, cfg: TrainConfig, workers: int, wants_pairs: bool
+) -> DataLoader:
+    """Training batches: class-balanced, with pairs of each class present (SynerMix-Intra,
+    per-class entropy), or shuffled."""
+    drop_last = len(dataset) > batch_size
+    if cfg.sampler == "balanced":
+        balanced = ClassBalancedBatchSampler(
+            dataset.targets, batch_size, power=cfg.balance_power, seed=cfg.seed, drop_last=drop_last
+        )
+        return _batch_sampler_loader(dataset, balanced, workers, cfg.seed)
+    if cfg.sampler == "class_pairs" or (cfg.sampler == "auto" and wants_pairs):
+        per_class = cfg.entropy.k + 1 if cfg.entropy.enabled and cfg.entropy.per_class else 2
+        return _class_pairs_loader(dataset, batch_size, workers, cfg.seed, max(2, per_class))
+    return make_loader(
+        dataset, batch_size, shuffle=True, workers=workers, seed=cfg.seed, drop_last=drop_last
     )
 
 
@@ -695,17 +510,6 @@ def _carve_val(collection: Collection, cfg: TrainConfig) -> Collection:
             f"keep them all for training, so they get no validation score: {escape(shown)}"
         )
     return carved
-
-
-def _adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; the head may get a larger learning rate."""
-    head = list(model.get_classifier().parameters())
-    head_ids = set(map(id, head))
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    return torch.optim.AdamW(
-        [{"params": body, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}],
-        weight_decay=cfg.weight_decay,
-    )
 
 
 def _check_resumable(state: dict, cfg: TrainConfig, classes: list[str], run_dir: Path) -> None:

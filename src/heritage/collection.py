@@ -1269,3 +1269,35 @@ class CollectionSpec:
                     "use columns, or drop those options"
                 )
         return Collection.load(src, **kwargs)
+
+
+def images_given(items: Iterable[str | Path]) -> list[str]:
+    """:func:`image_list` of what someone named to predict, which must hold an image: empty
+    folders (or folders of other files) are refused with the suffixes searched for, rather
+    than answered with an empty table."""
+    paths = image_list(items)
+    if not paths:
+        raise CollectionError(
+            "no images given (folders are searched for " + ", ".join(IMAGE_SUFFIXES) + ")"
+        )
+    return paths
+
+
+def scoring_images(collection: Collection, split: str, source: str) -> tuple[Collection, str]:
+    """The images to score a model on: ``split`` of ``collection`` (named ``source`` in
+    messages), or every image when it has no split column. Returns them and a warning to
+    show, empty when there is none: without a split, some of the images may be ones the
+    model was trained on. A split without images is an error naming the splits there are."""
+    if not collection.has_split:
+        return collection, (
+            "the collection has no split column: scoring every image, including any the model "
+            "was trained on"
+        )
+    part = collection.split(split)
+    if len(part) == 0:
+        present = sorted(set(collection.records["split"]))
+        raise CollectionError(
+            f"{source} has no {split!r} images (its splits: {', '.join(present)}); "
+            f"choose one with --split, e.g. --split {present[0]}"
+        )
+    return part, ""

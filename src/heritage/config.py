@@ -419,3 +419,35 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         else:
             data[key] = value
     return TrainConfig.from_dict(data)
+
+
+def split_fractions(config: TrainConfig) -> tuple[float, float, float]:
+    """The train, val and test shares of a collection without a split, as a run with
+    ``config`` draws them. A collection given extra labels is split so first (on its
+    catalogued images), so that its val and test images are those of a run without them."""
+    return (
+        1 - config.val_fraction - config.test_fraction,
+        config.val_fraction,
+        config.test_fraction,
+    )
+
+
+def field_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Values of TrainConfig fields, each named ``field`` or ``section.field``
+    (``{"epochs": 3, "mix.alpha": 0.2}``), as the overrides :func:`load_config` takes
+    (``{"epochs": 3, "mix": {"alpha": 0.2}}``). None means not given and is left out, so a
+    flat list of options (the command line's) can set any field and leave the rest to the
+    YAML file. A name that is no field is an error."""
+    known = {f.name for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        section, _, key = name.partition(".")
+        if section not in known:
+            raise ValueError(f"unknown training option {name!r}; valid: {sorted(known)}")
+        if value is None:
+            continue
+        if key:
+            out.setdefault(section, {})[key] = value
+        else:
+            out[section] = value
+    return out

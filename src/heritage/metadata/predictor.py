@@ -784,3 +784,50 @@ def _json(obj: Any) -> Any:
     if isinstance(obj, (tuple, set)):
         return list(obj)
     return str(obj)
+
+
+def read_image_options(path: str | Path, name: str) -> dict[str, Any]:
+    """Options of image modality ``name`` (``image``, ``image_multitask``) from a YAML file:
+    its own section when the file has sections (one file can set both modalities), else the
+    whole mapping. A missing file, or one that is not a mapping, is an error naming it."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image config not found: {path}")
+    try:
+        options = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: the image config must be a YAML mapping of option: value")
+    if {"image", "image_multitask"} & set(options):
+        return dict(options.get(name) or {})
+    return options
+
+
+def chosen_modalities(
+    names: Sequence[str] | None,
+    table: RecordTable,
+    *,
+    seed: int = 0,
+    image_config: str | Path | None = None,
+    fine_tunes: str | Path = "fine-tunes",
+) -> list[Any] | None:
+    """What :class:`MetadataPredictor` is given: the modalities ``names`` (None: those the
+    table can feed, :func:`default_modalities`), the image ones built with the options of
+    ``image_config`` (:func:`read_image_options`). A fine-tuned image modality keeps its
+    progress in ``fine_tunes`` unless the file says otherwise, so that a killed fit, rerun,
+    resumes it. Only names (None when none was given) when no image modality needs options."""
+    if image_config is None and "image_multitask" not in (names or []):
+        return list(names) if names else None
+    out: list[Any] = []
+    for name in names or default_modalities(table):
+        if name not in ("image", "image_multitask"):
+            out.append(name)
+            continue
+        options = read_image_options(image_config, name) if image_config is not None else {}
+        if name == "image_multitask":
+            options.setdefault("checkpoint_dir", str(fine_tunes))
+        out.append(make_modality(name, seed=seed, **options))
+    return out

@@ -524,3 +524,20 @@ class RecordTable:
     def tabular(self) -> pd.DataFrame:
         """The tabular columns (strings, ``""`` unknown)."""
         return self.frame[list(self.spec.tabular_columns)]
+
+
+def text_columns_from(items: Sequence[str] | None) -> dict[str, str] | None:
+    """``COLUMN:LANG`` items as :attr:`RecordSpec.text_columns`; a bare ``text_xx`` takes its
+    language from the suffix, any other column must name its language. None stays None
+    (every ``text_<lang>`` column, :meth:`RecordSpec.infer`)."""
+    if items is None:
+        return None
+    out = {}
+    for item in items:
+        column, _, lang = item.partition(":")
+        if not lang and column.startswith("text_"):
+            lang = column.removeprefix("text_")
+        if not lang:
+            raise ValueError(f"text column {column!r}: give its language as {column}:LANG")
+        out[column] = lang
+    return out

@@ -366,3 +366,30 @@ def test_real_hieroglyphs() -> None:
     )
     assert len(coll) == 3674 and len(coll.classes) == 59
     assert {"category", "page"} <= set(coll.records.columns)
+
+
+# --------------------------------------------------------------------------- scoring
+def test_images_given_lists_or_says_what_it_looked_for(tmp_path: Path) -> None:
+    from heritage.collection import images_given
+
+    root = _folder(tmp_path / "data", {"cat": 2})
+    assert [Path(p).name for p in images_given([root])] == ["cat_0.png", "cat_1.png"]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    with pytest.raises(CollectionError, match=r"no images given \(folders are searched for .jpg"):
+        images_given([tmp_path / "empty"])
+
+
+def test_scoring_images_take_the_split_or_warn_without_one(tmp_path: Path) -> None:
+    from heritage.collection import scoring_images
+
+    folder = Collection.from_folder(_folder(tmp_path / "data", {"cat": 2, "dog": 2}))
+    every, warning = scoring_images(folder, "test", "data")
+    assert len(every) == 4 and "no split column" in warning  # may include training images
+    rows = [{"image": f"{c}{i}.png", "label": c, "split": s} for c in ("cat", "dog")
+            for i, s in enumerate(("train", "train", "test"))]  # fmt: skip
+    manifest = Collection.from_manifest(_manifest(tmp_path, rows))
+    test, warning = scoring_images(manifest, "test", "manifest.csv")
+    assert len(test) == 2 and set(test.records["split"]) == {"test"} and warning == ""
+    with pytest.raises(CollectionError, match=r"manifest.csv has no 'val' images \(its splits: "):
+        scoring_images(manifest, "val", "manifest.csv")

@@ -53,6 +53,55 @@ def test_command_help_loads_no_heavy_library(argv: list[str]) -> None:
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
+def _command_paths() -> list[list[str]]:
+    from heritage.cli import app
+    from heritage.cli.base import command_paths
+
+    return command_paths(app)
+
+
+def test_no_command_help_loads_a_heavy_library() -> None:
+    """Every help in one interpreter: whatever one of them imports stays in sys.modules."""
+    code = (
+        "import contextlib, io\n"
+        "from heritage.cli import app\n"
+        f"for argv in {_command_paths()!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n            app([*argv, '--help'])\n"
+        "        except SystemExit as exc:\n            assert exc.code in (0, None), argv\n"
+    )
+    loaded = _modules_after(code)
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert "pydantic" not in loaded  # a tenth of a second; see heritage.cli.base.flag_defaults
+
+
+def test_help_shows_docstrings_and_options_as_written() -> None:
+    """Help is rendered as rich markup: brackets in a docstring are escaped (they would be read
+    as styles and vanish), and an option's help holds none; paragraphs rewrap to the width."""
+    import typer
+    from rich.text import Text
+    from typer.testing import CliRunner
+
+    from heritage.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["metadata", "predict", "--help"], env={"COLUMNS": "80"}).output
+    assert "(JSON [value, p] pairs)" in " ".join(out.split())
+    out = runner.invoke(app, ["kg", "export", "--help"], env={"COLUMNS": "400"}).output
+    assert "text_<lang> columns get the language" in " ".join(out.split())
+    out = runner.invoke(app, ["--help"], env={"COLUMNS": "120"}).output
+    refit = next(line for line in out.splitlines() if "│ refit " in line)
+    assert "the epochs RUN's soup kept" in refit  # the docstring breaks the line after RUN's
+    root = typer.main.get_command(app)
+    for path in _command_paths():
+        command = root
+        for name in path:
+            command = command.commands[name]
+        for param in command.params:
+            help = getattr(param, "help", None) or ""
+            assert Text.from_markup(help).plain == help, (path, param.name)
+
+
 def test_front_door_names_resolve_to_their_classes() -> None:
     import heritage as ht
     from heritage.config import TrainConfig

@@ -161,7 +161,8 @@ def export(records: pd.DataFrame, activity: Activity, catalogue: Catalogue) -> E
 
 
 def test_local_copies_of_metadata_names_match() -> None:
-    """kg repeats the prediction layout to stay light to import; it must not drift."""
+    """kg repeats the model file names to stay light to import; they must not drift. (The
+    prediction layout is one definition, heritage.prediction_table, that both import.)"""
     from heritage.kg import predictions as kp
     from heritage.kg import provenance
     from heritage.metadata import predictor
@@ -620,6 +621,85 @@ def test_model_entity(tmp_path: Path, model_dir: Path) -> None:
         ModelEntity.from_path(tmp_path / "missing")
     with pytest.raises(ValueError, match="before it starts"):
         Activity(datetime(2024, 1, 2), datetime(2024, 1, 1), entity)
+
+
+def test_vocabularies_from_property_file_specs(tmp_path: Path) -> None:
+    """What --vocabulary takes: [PROPERTY=]FILE, repeatable, unioned."""
+    techniques, places = tmp_path / "techniques.csv", tmp_path / "places.csv"
+    pd.DataFrame({"label": ["damask"], "uri": ["http://vocab.getty.edu/aat/300227806"]}).to_csv(
+        techniques, index=False
+    )
+    pd.DataFrame({"label": ["ES"], "uri": ["http://www.wikidata.org/entity/Q29"]}).to_csv(
+        places, index=False
+    )
+    assert Vocabulary.from_specs([]) is None
+    vocab = Vocabulary.from_specs([f"technique={techniques}", str(places)])
+    assert vocab is not None
+    assert vocab.lookup("technique", "damask").uri.endswith("300227806")
+    assert vocab.lookup("place", "damask") is None  # scoped to technique
+    assert vocab.lookup("place", "ES").uri.endswith("Q29")  # unscoped: every property
+    odd = tmp_path / "a=b.csv"  # a file whose name holds "=" is a file, not a scope
+    odd.write_bytes(places.read_bytes())
+    assert Vocabulary.from_specs([str(odd)]).lookup("technique", "ES") is not None
+    with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
+        Vocabulary.from_specs([f"place={tmp_path / 'missing.csv'}"])
+
+
+def test_catalogue_for_export_takes_roles_from_the_options_then_the_model(
+    tmp_path: Path, records: pd.DataFrame, model_dir: Path
+) -> None:
+    csv = tmp_path / "records.csv"
+    records.to_csv(csv, index=False)
+    predictions = make_predictions(records)
+    named = Catalogue.for_export(
+        csv, concepts=["museum"], literals=["text_en"], predictions=predictions, model=model_dir
+    )
+    assert (named.id_column, named.concepts, named.literals) == (
+        "object",
+        ("museum",),
+        {"text_en": "en"},
+    )
+    by_spec = Catalogue.for_export(csv, predictions=predictions, model=model_dir)
+    assert set(by_spec.concepts) == {"place", "technique", "museum"}  # museum: categorical
+    assert by_spec.literals == {"text_en": "en", "n_images": None}  # n_images: numeric
+    weights = tmp_path / "soup.safetensors"  # an image classifier: no record spec
+    weights.write_bytes(b"weights")
+    predicted = Catalogue.for_export(
+        csv, id_column="object", predictions=predictions, model=tmp_path / "soup"
+    )
+    assert (predicted.concepts, predicted.literals) == (("place", "technique"), {})
+    with pytest.raises(ValueError, match="no catalogue columns"):
+        Catalogue.for_export(csv, model=model_dir)  # no predictions: name the columns
+    (model_dir / "card.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"card\.json has no record spec; name the catalogue"):
+        Catalogue.from_model(csv, model_dir)
+    with pytest.raises(FileNotFoundError, match=r"Records file .*nowhere\.csv not found"):
+        Catalogue.for_export(tmp_path / "nowhere.csv", predictions=predictions, model=weights)
+
+
+def test_model_entity_names_the_command_that_predicts_with_it(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    assert ModelEntity.from_path(model_dir).command == "heritage metadata predict"
+    (tmp_path / "soup.safetensors").write_bytes(b"weights")
+    assert ModelEntity.from_path(tmp_path / "soup").command == "heritage predict"
+
+
+def test_endpoint_asks_the_server_for_the_format_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's results come in the same formats as the store's query_to."""
+    from heritage.kg import SparqlEndpoint
+    from heritage.kg.endpoint import MEDIA_TYPES
+
+    endpoint = SparqlEndpoint("http://localhost:9/sparql")
+    asked: list[str] = []
+    monkeypatch.setattr(endpoint, "query_raw", lambda sparql, accept: asked.append(accept) or b"")
+    for fmt in ("csv", "json", "nt"):
+        endpoint.query_to("ASK {}", fmt)
+    assert asked == ["text/csv", "application/sparql-results+json", "application/n-triples"]
+    assert set(MEDIA_TYPES) == {"csv", "tsv", "json", "ttl", "nt", "jsonld"}
+    with pytest.raises(ValueError, match="unknown --format 'xml'"):
+        endpoint.query_to("ASK {}", "xml")
+    assert len(asked) == 3  # refused before anything was sent
 
 
 # ----------------------------------------------------------------------------------- CLI

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from heritage.cli import app
 from heritage.evaluation import evaluate, expected_calibration_error
 from heritage.metadata import (
+    PREDICTION_COLUMNS,
     EmbeddingCache,
     EncoderText,
     FusionConfig,
@@ -213,16 +214,7 @@ def test_prediction_table_statuses_and_columns(fitted: MetadataPredictor) -> Non
     # record 1 has nothing at all: no text, no museum, no number, no other property
     df.loc[1, ["technique", "place", "museum", "n_images", "text_en", "text_es"]] = ""
     out = fitted.predict(df.drop(columns="split"))
-    assert list(out.columns) == [
-        "record",
-        "property",
-        "value",
-        "confidence",
-        "alternatives",
-        "modalities",
-        "status",
-        "catalogued",
-    ]
+    assert list(out.columns) == list(PREDICTION_COLUMNS)
     assert len(out) == 6 * 2
     nothing = out[out["record"] == "obj0001"]
     assert set(nothing["status"]) == {"no prediction"}
@@ -541,3 +533,48 @@ def test_training_records_get_out_of_fold_not_in_sample_predictions(
     prop = next(iter(fitted.classes_))
     assert not np.allclose(changed[prop][0], got[prop][0])
     np.testing.assert_allclose(changed[prop][1:], got[prop][1:])
+
+
+# ------------------------------------------------------------------ options of metadata fit
+def test_text_columns_take_their_language_from_the_name_or_the_option() -> None:
+    from heritage.metadata.records import text_columns_from
+
+    assert text_columns_from(None) is None  # every text_<lang> column
+    assert text_columns_from(["text_en", "notes:fr"]) == {"text_en": "en", "notes": "fr"}
+    with pytest.raises(ValueError, match="text column 'notes': give its language as notes:LANG"):
+        text_columns_from(["notes"])
+
+
+def test_image_options_come_from_their_own_section_or_the_whole_file(tmp_path: Path) -> None:
+    from heritage.metadata.predictor import read_image_options
+
+    flat, sections = tmp_path / "flat.yaml", tmp_path / "sections.yaml"
+    flat.write_text("backbone: test_efficientnet\nC: 2.0\n")
+    sections.write_text("image:\n  C: 1.0\nimage_multitask:\n  soup: best\n")
+    assert read_image_options(flat, "image") == {"backbone": "test_efficientnet", "C": 2.0}
+    assert read_image_options(sections, "image") == {"C": 1.0}
+    assert read_image_options(sections, "image_multitask") == {"soup": "best"}
+    (tmp_path / "list.yaml").write_text("- C\n")
+    with pytest.raises(ValueError, match="must be a YAML mapping"):
+        read_image_options(tmp_path / "list.yaml", "image")
+    with pytest.raises(ValueError, match="image config not found"):
+        read_image_options(tmp_path / "missing.yaml", "image")
+
+
+def test_chosen_modalities_build_the_image_ones_with_their_options(tmp_path: Path) -> None:
+    from heritage.metadata import ImageModel, MultiTaskImageModel
+    from heritage.metadata.predictor import chosen_modalities
+
+    df = make_records(12).assign(image="img/a.png")
+    table = RecordTable.from_frame(df, RecordSpec.infer(df.columns, ["technique"]))
+    assert chosen_modalities(None, table) is None  # the predictor's own defaults
+    assert chosen_modalities(["tfidf", "tabular"], table) == ["tfidf", "tabular"]
+    config = tmp_path / "image.yaml"
+    config.write_text("image:\n  backbone: test_efficientnet\nimage_multitask:\n  soup: best\n")
+    chosen = chosen_modalities(None, table, seed=3, image_config=config, fine_tunes=tmp_path)
+    assert chosen[:-1] == ["tfidf", "use", "tabular", "flat"]  # what the table can feed
+    assert isinstance(chosen[-1], ImageModel) and chosen[-1].config.backbone == "test_efficientnet"
+    tuned = chosen_modalities(["image_multitask"], table, seed=3, fine_tunes=tmp_path / "ft")
+    assert isinstance(tuned[0], MultiTaskImageModel)
+    assert tuned[0].config.checkpoint_dir == str(tmp_path / "ft")  # a rerun resumes there
+    assert tuned[0].config.train.seed == 3

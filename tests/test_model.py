@@ -122,6 +122,25 @@ def test_classifier_save_reload(best_checkpoint: Path, image_folder: Path, tmp_p
     np.testing.assert_allclose(again.predict_proba(paths), clf.predict_proba(paths), atol=1e-6)
 
 
+def test_classifier_scores_a_collection_of_its_classes(
+    best_checkpoint: Path, trained_run: Path
+) -> None:
+    from heritage.evaluation import expected_calibration_error
+
+    test = Run.open(trained_run).collection.split("test")
+    clf = ImageClassifier.load(best_checkpoint, "cpu")
+    evaluation, extra = clf.evaluate(test, "the test split")
+    labels = list(test.records["label"])
+    assert evaluation.n == len(labels) and evaluation.classes == clf.classes_
+    y = clf.label_indices(labels)
+    assert [clf.classes_[i] for i in y] == labels
+    raw = clf.predict_proba(test.paths(), calibrated=False)
+    assert extra["temperature"] == clf.temperature_
+    assert extra["ece_raw"] == pytest.approx(expected_calibration_error(y, raw), abs=1e-6)
+    with pytest.raises(ValueError, match=r"photos: labels \['red'\] are not among the model's"):
+        clf.label_indices(["amber", "red"], "photos")
+
+
 def test_predict_proba_of_no_images_is_empty(tmp_path: Path) -> None:
     from heritage.model import ImageClassifier, build_model
 

@@ -78,6 +78,22 @@ def test_refit_evaluates_on_test_and_refuses_val_steps(refitted: dict) -> None:
         refit.refit(refitted["out"].parent / "again")
 
 
+def test_refit_refuses_another_recipe_a_training_run_and_its_own_folder(
+    refitted: dict, tmp_path: Path
+) -> None:
+    run = refitted["run"]
+    with pytest.raises(ValueError, match="'stew' is not a soup to refit"):
+        run.refit(tmp_path / "a", "stew")
+    with pytest.raises(RunError, match="needs its own folder"):
+        run.refit(run.folder, overwrite=True)  # --overwrite never deletes the run itself
+    assert (run.folder / "split.csv").is_file()
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "config.yaml").write_text(yaml.safe_dump({"epochs": 2, "keep_epochs": []}))
+    with pytest.raises(RunError, match="already holds a run that is not a refit"):
+        run.refit(trained)
+
+
 def test_refit_again_resumes_instead_of_retraining(refitted: dict) -> None:
     run, out = refitted["run"], refitted["out"]
     state = out / "state.pt"

@@ -407,6 +407,40 @@ def test_last_stages_reproduce_frozen_features_and_train(colour_items: dict) -> 
     assert changed  # the stages were trained (on a copy: the given module is untouched)
 
 
+def test_a_saved_model_reopens_with_its_items_features(colour_items: dict, tmp_path: Path) -> None:
+    """What `similarity agreement --model` does: features of the model's items, in its order,
+    recomputed from the item table with the model's embedding."""
+    from heritage.similarity import pretrained_agreement
+    from heritage.similarity.model import read_card
+
+    root, cache = colour_items["root"], tmp_path / "cache"
+    items = ItemTable.from_csv(root / "items.csv")
+    triplets = TripletTable.from_csv(root / "triplets.csv", items.ids)
+    embedding = EmbeddingConfig(backbone="test_efficientnet", pretrained=False, image_size=32)
+    features = items.features(embedding, cache)
+    assert list(features) == ["plain", "striped"] and features["plain"].shape[0] == 12
+    reversed_ids = list(reversed(items.ids))
+    some = items.features(embedding, cache, reversed_ids, ["striped"])
+    np.testing.assert_allclose(some["striped"], features["striped"][::-1], atol=1e-6)
+    with pytest.raises(ValueError, match="lacks the model's item ids"):
+        items.features(embedding, cache, ["m0", "nobody"])
+
+    config = SimilarityConfig(head=HeadConfig(dim=4, epochs=5))
+    SimilarityModel(config, embedding).fit(triplets, features).save(tmp_path / "model")
+    assert read_card(tmp_path / "model")["items"] == list(items.ids)
+    opened = SimilarityModel.open(tmp_path / "model", items, cache, device="cpu")
+    loaded = SimilarityModel.load(tmp_path / "model", features)
+    assert opened.evaluate(triplets) == loaded.evaluate(triplets)
+    with pytest.raises(FileNotFoundError, match="is not a similarity model"):
+        SimilarityModel.open(tmp_path, items, cache)
+
+    scores = pretrained_agreement(items, triplets, embedding, cache)
+    assert list(scores) == ["pretrained_plain", "pretrained_striped", "pretrained_embedding"]
+    assert scores["pretrained_embedding"] == Member("all", list(features.values())).agreement(
+        triplets.with_items(items.ids)
+    )
+
+
 def _invoke(*args: str | Path):
     from heritage.cli import app
 

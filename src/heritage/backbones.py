@@ -18,12 +18,14 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import timm
 import torch
 from torch import nn
 
 from heritage.config import DEFAULT_BACKBONE, ResizeMode
+from heritage.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,36 @@ def frozen_feature_extractor(
     model = create_backbone(name, num_classes=1000, weights=weights, pretrained=pretrained)
     model = model.to(device or torch.device("cpu")).eval().to(memory_format=torch.channels_last)
     return model, resolve_preprocessing(model, image_size, resize_mode)
+
+
+class FrozenBackboneSpec(Protocol):
+    """What :func:`frozen_feature_extractor_for` reads from a configuration (the metadata
+    image modality's and the similarity embedder's have these fields)."""
+
+    backbone: str
+    weights: str | None
+    pretrained: bool
+    image_size: int | None
+    resize_mode: ResizeMode
+    device: str
+
+
+def frozen_feature_extractor_for(
+    spec: FrozenBackboneSpec,
+) -> tuple[nn.Module, Preprocessing, torch.device]:
+    """:func:`frozen_feature_extractor` as ``spec`` describes it, on the device it names
+    (resolved now, so a configuration written on a GPU machine runs on a CPU one), and that
+    device."""
+    device = resolve_device(spec.device)
+    model, prep = frozen_feature_extractor(
+        spec.backbone,
+        weights=spec.weights,
+        pretrained=spec.pretrained,
+        device=device,
+        image_size=spec.image_size,
+        resize_mode=spec.resize_mode,
+    )
+    return model, prep, device
 
 
 def named_batchnorm_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -70,7 +70,8 @@ class SkippedImage:
 
 
 def _format_problems(header: str, problems: Sequence[str], limit: int = _MAX_LINES) -> str:
-    """One message with every problem, capped so a broken 10k-row manifest stays readable."""
+    """One message with every problem, capped so a broken 10k-row manifest stays readable.
+    Record tables and triplet judgements word their errors the same way, with this."""
     lines = [header]
     lines += [f"  - {p}" for p in problems[:limit]]
     if len(problems) > limit:
@@ -135,6 +136,248 @@ def _repeated_images(
         )
         out.append(f"rows {rows_text}: {images[positions[0]]} (labelled {seen})")
     return out
+
+
+def _read_manifest(
+    manifest: Path, image_column: str, label_column: str, split_column: str | None
+) -> tuple[pd.DataFrame, bool]:
+    """A manifest's rows as strings, and whether it has the split column; a missing image,
+    label or (explicitly named) split column, or no data row, is a :class:`CollectionError`."""
+    df = read_csv_strings(
+        manifest,
+        CollectionError,
+        f"Manifest {manifest}",
+        "save it as UTF-8 CSV with a header row.",
+    )
+    columns = [str(c) for c in df.columns]
+    available = ", ".join(repr(c) for c in columns)
+    missing = [
+        f"{what} column {col!r} not found"
+        for what, col in (("image", image_column), ("label", label_column))
+        if col not in columns
+    ]
+    has_split_col = split_column is not None and split_column in columns
+    # the default "split" may be absent (no split); a column the user named may not
+    if split_column is not None and not has_split_col and split_column != "split":
+        missing.append(f"split column {split_column!r} not found")
+    if missing:
+        raise CollectionError(
+            _format_problems(
+                f"Manifest {manifest}: " + "; ".join(missing) + ". "
+                f"Available columns: {available}. Pass image_column=, label_column= or "
+                "split_column= to name the right ones.",
+                [],
+            )
+        )
+    if len(df) == 0:
+        raise CollectionError(f"Manifest {manifest} has no data rows; add one row per image.")
+    return df, has_split_col
+
+
+def _manifest_splits(
+    df: pd.DataFrame,
+    row_numbers: np.ndarray,
+    manifest: Path,
+    split_column: str,
+    ignore_splits: Sequence[str],
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """The rows left once ``ignore_splits`` are dropped, their row numbers, and their split
+    names (``None`` when the column is empty throughout). Every bad split value is reported
+    at once, so that a manifest is fixed in one pass."""
+    splits = df[split_column].astype(str).map(_normalise_split)
+    ignored = {_normalise_split(s) for s in ignore_splits}
+    keep = ~splits.isin(ignored).to_numpy()
+    df, splits, row_numbers = df[keep], splits[keep], row_numbers[keep]
+    if len(df) == 0:
+        raise CollectionError(
+            f"Manifest {manifest}: every row has a split in ignore_splits="
+            f"{tuple(ignore_splits)!r}; nothing is left to load. Drop those values."
+        )
+    problems: list[str] = []
+    empty = (splits == "").to_numpy()
+    if empty.any() and not empty.all():
+        problems += [
+            f"row {r}: empty {split_column!r} value while other rows have one; "
+            "fill it in or clear the whole column"
+            for r in row_numbers[empty]
+        ]
+    bad = (~splits.isin((*SPLITS, "")) & ~empty).to_numpy()
+    raw = df[split_column].to_numpy()
+    problems += [
+        f"row {r}: {split_column!r} value {v!r} is not one of {', '.join(SPLITS)}; "
+        f"fix it or pass ignore_splits=({v.strip().lower()!r},) to drop such rows"
+        for r, v in zip(row_numbers[bad], raw[bad], strict=True)
+    ]
+    if problems:
+        raise CollectionError(
+            _format_problems(
+                f"Manifest {manifest}: {len(problems)} bad split value(s) "
+                "(row = data row, 1-based, header excluded):",
+                problems,
+            )
+        )
+    return df, row_numbers, splits.to_numpy(dtype=object) if not empty.all() else None
+
+
+def _rows_without_image_or_label(
+    images: np.ndarray, labels: np.ndarray, row_numbers: np.ndarray
+) -> tuple[list[SkippedImage], np.ndarray]:
+    """Rows that lack an image path or a label, as skipped images, and a mask of the others:
+    a half-filled row is skipped with a warning rather than failing the whole manifest."""
+    skipped: list[SkippedImage] = []
+    usable = np.ones(len(images), dtype=bool)
+    for i, (img, lab, r) in enumerate(zip(images, labels, row_numbers, strict=True)):
+        if not img:
+            skipped.append(SkippedImage(img, int(r), "no image path"))
+            usable[i] = False
+        elif not lab:
+            skipped.append(SkippedImage(img, int(r), "no label"))
+            usable[i] = False
+    return skipped, usable
+
+
+def _manifest_records(
+    df: pd.DataFrame,
+    paths: list[str],
+    labels: np.ndarray,
+    split_values: np.ndarray | None,
+    row_numbers: np.ndarray,
+    consumed: set[str],
+) -> pd.DataFrame:
+    """The records table of a manifest: path, label, split, row, then every column not
+    ``consumed``, renamed ``manifest_<name>`` where it would clash with those four."""
+    records = pd.DataFrame(
+        {
+            "path": paths,
+            "label": labels,
+            "split": split_values if split_values is not None else [""] * len(df),
+            "row": row_numbers.astype(np.int64),
+        }
+    )
+    for col in (str(c) for c in df.columns):
+        if col in consumed:
+            continue
+        name = f"manifest_{col}" if col in _BASE_COLUMNS else col
+        records[name] = df[col].to_numpy()
+    return records
+
+
+def _drop_unreadable(
+    records: pd.DataFrame, skipped: list[SkippedImage], check_images: bool, progress: bool
+) -> pd.DataFrame:
+    """``records`` without the images that are missing or (``check_images``) do not open;
+    each one dropped is appended to ``skipped`` with its reason."""
+    reasons = _check_all(records["path"].tolist(), check_images, progress)
+    bad = np.array([r is not None for r in reasons], dtype=bool)
+    row_arr = records["row"].to_numpy() if len(records) else np.array([], dtype=int)
+    for i in np.flatnonzero(bad):
+        row = int(row_arr[i])
+        skipped.append(
+            SkippedImage(str(records.at[i, "path"]), row if row > 0 else None, str(reasons[i]))
+        )
+    if bad.any():
+        records = records[~bad].reset_index(drop=True)
+    return records
+
+
+def _skipped_examples(skipped: Sequence[SkippedImage]) -> str:
+    """The first three skipped images, with their manifest rows, for a one-line message."""
+    return "; ".join(
+        (f"row {s.row}: " if s.row is not None else "") + f"{s.path} ({s.reason})"
+        for s in skipped[:3]
+    )
+
+
+def _no_usable_images(
+    source: str, root: Path, skipped: Sequence[SkippedImage], new_skips: Sequence[SkippedImage]
+) -> CollectionError:
+    """The error for a collection whose every image was skipped, with a hint that depends on
+    why: missing files usually mean a wrong root, not bad images."""
+    first = _skipped_examples(new_skips)
+    if all(s.reason == "file not found" for s in new_skips):
+        hint = (
+            f"Relative image paths are read from {root}: check that the files are "
+            "there (or pass the manifest that sits beside them)."
+        )
+    else:
+        hint = (
+            "Replace the unreadable files with images that open (JPEG, PNG, TIFF, ...) "
+            "or remove them."
+        )
+    return CollectionError(
+        f"{source}: no usable images (all {len(skipped)} skipped, e.g. {first}). {hint}"
+    )
+
+
+def _too_few_classes(
+    source: str,
+    label_column: str,
+    all_classes: set[str],
+    counts: pd.Series,
+    min_classes: int,
+    expected_classes: Sequence[str] | None,
+) -> CollectionError:
+    """The error for fewer than ``min_classes`` classes, worded for a folder of class
+    sub-folders (``expected_classes`` given) or for a manifest's label column."""
+    found = ", ".join(f"{c!r} ({int(counts.get(c, 0))} images)" for c in sorted(all_classes))
+    if expected_classes is not None:
+        what = f"{source} has {len(all_classes)} class sub-folder(s) with images ({found})"
+        fix = "add one sub-folder of images per class"
+    else:
+        what = (
+            f"{source}: the label column {label_column!r} has {len(all_classes)} value(s) ({found})"
+        )
+        fix = (
+            "check that --label-column (label_column=) names the column to learn, or "
+            "add images of other classes"
+        )
+    return CollectionError(
+        f"{what}; a classifier learns to tell classes apart and needs at least "
+        f"{min_classes}: {fix}."
+    )
+
+
+def _resolve_labelled_image(record: str, bases: Sequence[Path], known: set[str]) -> str:
+    """The image a labels table's ``record`` names: an image of the collection if one of
+    ``bases`` makes it so, else a file that exists, else the first candidate ("" for none)."""
+    candidates: list[str] = []
+    if record:
+        p = os.path.expanduser(record)
+        if os.path.isabs(p):
+            candidates = [os.path.normpath(p)]
+        else:
+            candidates = list(dict.fromkeys(os.path.normpath(os.path.join(b, p)) for b in bases))
+    hit = next((c for c in candidates if c in known), None)
+    hit = hit or next((c for c in candidates if os.path.isfile(c)), None)
+    return hit or (candidates[0] if candidates else "")
+
+
+def _sort_extra_images(
+    df: pd.DataFrame, known: set[str], classes: set[str], check_images: bool
+) -> tuple[dict[str, int], list[str], list[str], list[str]]:
+    """Sort reviewed rows into kept (already in the collection: the catalogue wins), unknown
+    class, missing file, unreadable, and new images to add. Returns the counts, the unknown
+    values, and the new images' paths and labels."""
+    counts = dict.fromkeys(("kept", "unknown_class", "missing_file", "unreadable"), 0)
+    unknown: list[str] = []
+    new_paths: list[str] = []
+    new_labels: list[str] = []
+    for path, value in zip(df["path"], df["value"], strict=True):
+        if not path:
+            counts["missing_file"] += 1
+        elif path in known:
+            counts["kept"] += 1
+        elif value not in classes:
+            counts["unknown_class"] += 1
+            unknown.append(value)
+        elif not os.path.isfile(path):
+            counts["missing_file"] += 1
+        elif check_images and check_image(path) is not None:
+            counts["unreadable"] += 1
+        else:
+            new_paths.append(path)
+            new_labels.append(value)
+    return counts, unknown, new_paths, new_labels
 
 
 def read_csv_strings(
@@ -346,6 +589,16 @@ def _known_spelling(values: Iterable[str], known: Iterable[str]) -> list[str]:
     return [spelled.get(" ".join(v.split()).casefold(), v) for v in values]
 
 
+def _extra_labels_line(
+    source: str, counts: Sequence[tuple[int, str]], if_any: Sequence[tuple[int, str]]
+) -> str:
+    """The one-line summary of what a labels table did: every count in ``counts``, and those
+    in ``if_any`` only where they are not 0 (collections and record tables say it alike)."""
+    parts = [f"{n} {what}" for n, what in counts]
+    parts += [f"{n} {what}" for n, what in if_any if n]
+    return f"extra labels from {source}: " + ", ".join(parts)
+
+
 @dataclass(frozen=True)
 class ExtraImagesReport:
     """What :meth:`Collection.with_extra_labels` did with each row of a labels table."""
@@ -363,21 +616,21 @@ class ExtraImagesReport:
 
     def summary(self) -> str:
         """One line for the command line."""
-        parts = [
-            f"{self.added} added to train",
-            f"{self.kept} kept catalogued",
-            f"{self.unknown_class} unknown class",
-            f"{self.missing_file} missing file",
-            f"{self.other_property} other property",
-        ]
-        for n, what in (
-            (self.unreadable, "unreadable"),
-            (self.no_value, "without a value"),
-            (self.superseded, "superseded by a later review"),
-        ):
-            if n:
-                parts.append(f"{n} {what}")
-        line = f"extra labels from {self.source}: " + ", ".join(parts)
+        line = _extra_labels_line(
+            self.source,
+            [
+                (self.added, "added to train"),
+                (self.kept, "kept catalogued"),
+                (self.unknown_class, "unknown class"),
+                (self.missing_file, "missing file"),
+                (self.other_property, "other property"),
+            ],
+            [
+                (self.unreadable, "unreadable"),
+                (self.no_value, "without a value"),
+                (self.superseded, "superseded by a later review"),
+            ],
+        )
         if self.unknown_classes:
             shown = ", ".join(repr(c) for c in self.unknown_classes[:5])
             more = ", ..." if len(self.unknown_classes) > 5 else ""
@@ -494,85 +747,18 @@ class Collection:
         if not manifest.is_file():
             raise CollectionError(f"Manifest {manifest} not found; check the path.")
         root = manifest.parent if root is None else Path(root).expanduser().absolute()
-        df = read_csv_strings(
-            manifest,
-            CollectionError,
-            f"Manifest {manifest}",
-            "save it as UTF-8 CSV with a header row.",
-        )
-        columns = [str(c) for c in df.columns]
-        available = ", ".join(repr(c) for c in columns)
-        missing = [
-            f"{what} column {col!r} not found"
-            for what, col in (("image", image_column), ("label", label_column))
-            if col not in columns
-        ]
-        has_split_col = split_column is not None and split_column in columns
-        if split_column is not None and not has_split_col and split_column != "split":
-            missing.append(f"split column {split_column!r} not found")
-        if missing:
-            raise CollectionError(
-                _format_problems(
-                    f"Manifest {manifest}: " + "; ".join(missing) + ". "
-                    f"Available columns: {available}. Pass image_column=, label_column= or "
-                    "split_column= to name the right ones.",
-                    [],
-                )
-            )
-        if len(df) == 0:
-            raise CollectionError(f"Manifest {manifest} has no data rows; add one row per image.")
-
+        df, has_split_col = _read_manifest(manifest, image_column, label_column, split_column)
         row_numbers = np.arange(1, len(df) + 1)
-        problems: list[str] = []
+        split_values = None
         if has_split_col:
             assert split_column is not None
-            splits = df[split_column].astype(str).map(_normalise_split)
-            ignored = {_normalise_split(s) for s in ignore_splits}
-            keep = ~splits.isin(ignored).to_numpy()
-            df, splits, row_numbers = df[keep], splits[keep], row_numbers[keep]
-            if len(df) == 0:
-                raise CollectionError(
-                    f"Manifest {manifest}: every row has a split in ignore_splits="
-                    f"{tuple(ignore_splits)!r}; nothing is left to load. Drop those values."
-                )
-            empty = (splits == "").to_numpy()
-            if empty.any() and not empty.all():
-                problems += [
-                    f"row {r}: empty {split_column!r} value while other rows have one; "
-                    "fill it in or clear the whole column"
-                    for r in row_numbers[empty]
-                ]
-            bad = (~splits.isin((*SPLITS, "")) & ~empty).to_numpy()
-            raw = df[split_column].to_numpy()
-            problems += [
-                f"row {r}: {split_column!r} value {v!r} is not one of {', '.join(SPLITS)}; "
-                f"fix it or pass ignore_splits=({v.strip().lower()!r},) to drop such rows"
-                for r, v in zip(row_numbers[bad], raw[bad], strict=True)
-            ]
-            split_values = splits.to_numpy(dtype=object) if not empty.all() else None
-        else:
-            split_values = None
-        if problems:
-            raise CollectionError(
-                _format_problems(
-                    f"Manifest {manifest}: {len(problems)} bad split value(s) "
-                    "(row = data row, 1-based, header excluded):",
-                    problems,
-                )
+            df, row_numbers, split_values = _manifest_splits(
+                df, row_numbers, manifest, split_column, ignore_splits
             )
 
         images = df[image_column].astype(str).str.strip().to_numpy(dtype=object)
         labels = df[label_column].astype(str).str.strip().to_numpy(dtype=object)
-        skipped: list[SkippedImage] = []
-        usable = np.ones(len(df), dtype=bool)
-        for i, (img, lab, r) in enumerate(zip(images, labels, row_numbers, strict=True)):
-            if not img:
-                skipped.append(SkippedImage(img, int(r), "no image path"))
-                usable[i] = False
-            elif not lab:
-                skipped.append(SkippedImage(img, int(r), "no label"))
-                usable[i] = False
-
+        skipped, usable = _rows_without_image_or_label(images, labels, row_numbers)
         if not usable.any():
             raise CollectionError(
                 _unusable_rows(str(manifest), images, labels, image_column, label_column)
@@ -591,22 +777,10 @@ class Collection:
                     repeated,
                 )
             )
-        records = pd.DataFrame(
-            {
-                "path": paths,
-                "label": labels,
-                "split": split_values if split_values is not None else [""] * len(df),
-                "row": row_numbers.astype(np.int64),
-            }
-        )
         consumed = {image_column, label_column}
         if has_split_col:
             consumed.add(str(split_column))
-        for col in columns:
-            if col in consumed:
-                continue
-            name = f"manifest_{col}" if col in _BASE_COLUMNS else col
-            records[name] = df[col].to_numpy()
+        records = _manifest_records(df, paths, labels, split_values, row_numbers, consumed)
         records = records[usable].reset_index(drop=True)
         return cls._finish(
             records,
@@ -663,22 +837,9 @@ class Collection:
         counts_before = records["label"].value_counts()
         all_classes = set(counts_before.index) | set(expected_classes or ())
         n_before_skip = len(skipped)
-        reasons = _check_all(records["path"].tolist(), check_images, progress)
-        bad = np.array([r is not None for r in reasons], dtype=bool)
-        row_arr = records["row"].to_numpy() if len(records) else np.array([], dtype=int)
-        for i in np.flatnonzero(bad):
-            row = int(row_arr[i])
-            skipped.append(
-                SkippedImage(str(records.at[i, "path"]), row if row > 0 else None, str(reasons[i]))
-            )
-        if bad.any():
-            records = records[~bad].reset_index(drop=True)
-        new_skips = skipped[n_before_skip:]
+        records = _drop_unreadable(records, skipped, check_images, progress)
         if skipped:
-            first = "; ".join(
-                (f"row {s.row}: " if s.row is not None else "") + f"{s.path} ({s.reason})"
-                for s in skipped[:3]
-            )
+            first = _skipped_examples(skipped)
             warnings.warn(
                 f"{source}: skipped {len(skipped)} image(s), e.g. {first}. "
                 "See Collection.skipped for the full list; fix or remove them.",
@@ -686,44 +847,11 @@ class Collection:
                 stacklevel=3,
             )
         if len(records) == 0:
-            first = "; ".join(
-                (f"row {s.row}: " if s.row is not None else "") + f"{s.path} ({s.reason})"
-                for s in new_skips[:3]
-            )
-            if all(s.reason == "file not found" for s in new_skips):
-                hint = (
-                    f"Relative image paths are read from {root}: check that the files are "
-                    "there (or pass the manifest that sits beside them)."
-                )
-            else:
-                hint = (
-                    "Replace the unreadable files with images that open (JPEG, PNG, TIFF, ...) "
-                    "or remove them."
-                )
-            raise CollectionError(
-                f"{source}: no usable images (all {len(skipped)} skipped, e.g. {first}). {hint}"
-            )
-
+            raise _no_usable_images(source, root, skipped, skipped[n_before_skip:])
         counts = records["label"].value_counts()
         if len(all_classes) < min_classes:
-            found = ", ".join(
-                f"{c!r} ({int(counts.get(c, 0))} images)" for c in sorted(all_classes)
-            )
-            if expected_classes is not None:
-                what = f"{source} has {len(all_classes)} class sub-folder(s) with images ({found})"
-                fix = "add one sub-folder of images per class"
-            else:
-                what = (
-                    f"{source}: the label column {label_column!r} has {len(all_classes)} "
-                    f"value(s) ({found})"
-                )
-                fix = (
-                    "check that --label-column (label_column=) names the column to learn, or "
-                    "add images of other classes"
-                )
-            raise CollectionError(
-                f"{what}; a classifier learns to tell classes apart and needs at least "
-                f"{min_classes}: {fix}."
+            raise _too_few_classes(
+                source, label_column, all_classes, counts, min_classes, expected_classes
             )
         small = sorted(c for c in all_classes if counts.get(c, 0) < min_images_per_class)
         if small:
@@ -817,47 +945,17 @@ class Collection:
         other_property, no_value = int((~about).sum()), int((about & ~has_value).sum())
         df = df[about & has_value].copy()
 
-        bases = [b for b in (folder, self.root) if b is not None]
-
-        def candidates(record: str) -> list[str]:
-            p = os.path.expanduser(record)
-            if os.path.isabs(p):
-                return [os.path.normpath(p)]
-            return list(dict.fromkeys(os.path.normpath(os.path.join(b, p)) for b in bases))
-
         known = {os.path.normpath(str(p)) for p in self.records["path"]}
-        resolved = []
-        for record in df["record"]:
-            cands = candidates(record) if record else []
-            hit = next((c for c in cands if c in known), None)
-            hit = hit or next((c for c in cands if os.path.isfile(c)), None)
-            resolved.append(hit or (cands[0] if cands else ""))
-        df["path"] = resolved
+        bases = [b for b in (folder, self.root) if b is not None]
+        df["path"] = [_resolve_labelled_image(record, bases, known) for record in df["record"]]
         df, superseded = _latest_labels(df, ["path"])
 
         base = self if self.has_split else self.with_split(seed=seed, fractions=fractions)
-        counts = dict.fromkeys(("kept", "unknown_class", "missing_file", "unreadable"), 0)
         classes = set(self.classes)
         df["value"] = _known_spelling(df["value"], classes)
-        unknown: list[str] = []
-        new_paths: list[str] = []
-        new_labels: list[str] = []
-        for path, value in zip(df["path"], df["value"], strict=True):
-            if not path:
-                counts["missing_file"] += 1
-            elif path in known:
-                counts["kept"] += 1
-            elif value not in classes:
-                counts["unknown_class"] += 1
-                unknown.append(value)
-            elif not os.path.isfile(path):
-                counts["missing_file"] += 1
-            elif check_images and check_image(path) is not None:
-                counts["unreadable"] += 1
-            else:
-                new_paths.append(path)
-                new_labels.append(value)
-
+        counts, unknown, new_paths, new_labels = _sort_extra_images(
+            df, known, classes, check_images
+        )
         report = ExtraImagesReport(
             name,
             added=len(new_paths),
@@ -872,14 +970,17 @@ class Collection:
         )
         if not new_paths:
             return base, report
-        added = pd.DataFrame(
-            {col: [""] * len(new_paths) for col in base.records.columns}, dtype=object
-        )
-        added["path"], added["label"], added["split"] = new_paths, new_labels, "train"
-        added["row"] = np.full(len(new_paths), -1, dtype=np.int64)
-        records = pd.concat([base.records, added], ignore_index=True)
+        return base._with_train_images(new_paths, new_labels), report
+
+    def _with_train_images(self, paths: list[str], labels: list[str]) -> Collection:
+        """This collection plus images in the train split, with no manifest row (``row`` -1)
+        and empty extra columns."""
+        added = pd.DataFrame({col: [""] * len(paths) for col in self.records.columns}, dtype=object)
+        added["path"], added["label"], added["split"] = paths, labels, "train"
+        added["row"] = np.full(len(paths), -1, dtype=np.int64)
+        records = pd.concat([self.records, added], ignore_index=True)
         records["row"] = records["row"].astype(np.int64)
-        return base._replace(records), report
+        return self._replace(records)
 
     def with_split(
         self, *, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
@@ -1168,3 +1269,35 @@ class CollectionSpec:
                     "use columns, or drop those options"
                 )
         return Collection.load(src, **kwargs)
+
+
+def images_given(items: Iterable[str | Path]) -> list[str]:
+    """:func:`image_list` of what someone named to predict, which must hold an image: empty
+    folders (or folders of other files) are refused with the suffixes searched for, rather
+    than answered with an empty table."""
+    paths = image_list(items)
+    if not paths:
+        raise CollectionError(
+            "no images given (folders are searched for " + ", ".join(IMAGE_SUFFIXES) + ")"
+        )
+    return paths
+
+
+def scoring_images(collection: Collection, split: str, source: str) -> tuple[Collection, str]:
+    """The images to score a model on: ``split`` of ``collection`` (named ``source`` in
+    messages), or every image when it has no split column. Returns them and a warning to
+    show, empty when there is none: without a split, some of the images may be ones the
+    model was trained on. A split without images is an error naming the splits there are."""
+    if not collection.has_split:
+        return collection, (
+            "the collection has no split column: scoring every image, including any the model "
+            "was trained on"
+        )
+    part = collection.split(split)
+    if len(part) == 0:
+        present = sorted(set(collection.records["split"]))
+        raise CollectionError(
+            f"{source} has no {split!r} images (its splits: {', '.join(present)}); "
+            f"choose one with --split, e.g. --split {present[0]}"
+        )
+    return part, ""

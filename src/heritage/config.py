@@ -256,42 +256,9 @@ class TrainConfig:
         given = {k: getattr(self, k) for k in ("augment", "mix", "loss", "entropy")}
         for key, value in _sections(given).items():  # TrainConfig(mix="synermix") works too
             setattr(self, key, value)
-        choices = {
-            "precision": PrecisionName,
-            "resize_mode": ResizeMode,
-            "head_init": HeadInit,
-            "average": WeightAverage,
-            "sampler": SamplerName,
-        }
-        for name, literal in choices.items():
-            if getattr(self, name) not in allowed(literal):
-                raise ValueError(
-                    f"{name} must be one of {allowed(literal)}, got {getattr(self, name)!r}"
-                )
-        positive = (
-            "epochs",
-            "batch_size",
-            "lr",
-            "restart_epochs",
-            "restart_mult",
-            "keep_top_k",
-            "average_epochs",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not isinstance(self.keep_epochs, list | tuple) or not all(
-            isinstance(e, int) and not isinstance(e, bool) for e in self.keep_epochs
-        ):
-            raise ValueError(
-                f"keep_epochs must be a list of epoch numbers, got {self.keep_epochs!r}"
-            )
-        bad_epochs = [e for e in self.keep_epochs if not 1 <= e <= self.epochs]
-        if bad_epochs:
-            raise ValueError(f"keep_epochs {bad_epochs} are outside 1..epochs={self.epochs}")
+        self._check_choices()
+        self._check_positive()
+        self._check_keep_epochs()
         if not 0.0 <= self.balance_power <= 1.0:
             raise ValueError(f"balance_power must be in [0, 1], got {self.balance_power!r}")
         if not 0 <= self.val_fraction + self.test_fraction < 1:
@@ -312,6 +279,44 @@ class TrainConfig:
                 f"per-class entropy needs one label per image, and {self.mix.method} mixes "
                 "images: use a feature-level mix (manifold_mixup, synermix) or global entropy"
             )
+
+    def _check_choices(self) -> None:
+        """Options with a fixed set of values hold one of them."""
+        choices = {
+            "precision": PrecisionName,
+            "resize_mode": ResizeMode,
+            "head_init": HeadInit,
+            "average": WeightAverage,
+            "sampler": SamplerName,
+        }
+        for name, literal in choices.items():
+            if getattr(self, name) not in allowed(literal):
+                raise ValueError(
+                    f"{name} must be one of {allowed(literal)}, got {getattr(self, name)!r}"
+                )
+
+    def _check_positive(self) -> None:
+        """Counts, sizes and the learning rate are numbers above 0 (``True`` is not a number
+        here, though Python counts it as 1)."""
+        positive = ("epochs", "batch_size", "lr", "restart_epochs", "restart_mult", "keep_top_k")
+        for name in (*positive, "average_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    def _check_keep_epochs(self) -> None:
+        """``keep_epochs`` is a list of epochs this run has (1..epochs)."""
+        if not isinstance(self.keep_epochs, list | tuple) or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in self.keep_epochs
+        ):
+            raise ValueError(
+                f"keep_epochs must be a list of epoch numbers, got {self.keep_epochs!r}"
+            )
+        bad_epochs = [e for e in self.keep_epochs if not 1 <= e <= self.epochs]
+        if bad_epochs:
+            raise ValueError(f"keep_epochs {bad_epochs} are outside 1..epochs={self.epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -424,3 +429,35 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         else:
             data[key] = value
     return TrainConfig.from_dict(data)
+
+
+def split_fractions(config: TrainConfig) -> tuple[float, float, float]:
+    """The train, val and test shares of a collection without a split, as a run with
+    ``config`` draws them. A collection given extra labels is split so first (on its
+    catalogued images), so that its val and test images are those of a run without them."""
+    return (
+        1 - config.val_fraction - config.test_fraction,
+        config.val_fraction,
+        config.test_fraction,
+    )
+
+
+def field_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Values of TrainConfig fields, each named ``field`` or ``section.field``
+    (``{"epochs": 3, "mix.alpha": 0.2}``), as the overrides :func:`load_config` takes
+    (``{"epochs": 3, "mix": {"alpha": 0.2}}``). None means not given and is left out, so a
+    flat list of options (the command line's) can set any field and leave the rest to the
+    YAML file. A name that is no field is an error."""
+    known = {f.name for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        section, _, key = name.partition(".")
+        if section not in known:
+            raise ValueError(f"unknown training option {name!r}; valid: {sorted(known)}")
+        if value is None:
+            continue
+        if key:
+            out.setdefault(section, {})[key] = value
+        else:
+            out[section] = value
+    return out

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +28,10 @@ from heritage.backbones import Preprocessing, create_backbone
 from heritage.calibration import softmax
 from heritage.data import ImageCache, ImageDataset, decode, eval_transform
 from heritage.runtime import Precision, resolve_device
+
+if TYPE_CHECKING:
+    from heritage.collection import Collection
+    from heritage.evaluation import Evaluation
 
 FORMAT_VERSION = 1
 
@@ -259,3 +264,33 @@ class ImageClassifier:
     def predict(self, images: Sequence[str | Path | Image.Image]) -> list[str]:
         proba = self.predict_proba(images)
         return [self.card.classes[i] for i in proba.argmax(axis=1)]
+
+    def label_indices(self, labels: Sequence[str], source: str = "the labels") -> list[int]:
+        """The class index of each label. A label the model never learnt is an error naming
+        it (``source`` says whose labels they are): a collection of other classes, or the
+        wrong label column, would otherwise be scored as all wrong."""
+        index = {c: i for i, c in enumerate(self.classes_)}
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise ValueError(
+                f"{source}: labels {unknown[:5]} are not among the model's classes "
+                f"{self.classes_[:10]}; evaluate on a collection of the classes the model learnt "
+                "(or check --label-column)"
+            )
+        return [index[c] for c in labels]
+
+    def evaluate(
+        self, images: Collection, source: str = "the collection"
+    ) -> tuple[Evaluation, dict[str, Any]]:
+        """Scores on every image of ``images`` with the calibrated probabilities, and what a
+        report adds to them: the temperature and the calibration error before it."""
+        from heritage.evaluation import evaluate, expected_calibration_error
+
+        y = self.label_indices(list(images.records["label"]), source)
+        logits = self.predict_logits(images.paths())
+        evaluation = evaluate(y, softmax(logits, self.temperature_), self.classes_)
+        extra = {
+            "temperature": self.temperature_,
+            "ece_raw": expected_calibration_error(y, softmax(logits)),
+        }
+        return evaluation, extra

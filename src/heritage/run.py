@@ -32,9 +32,11 @@ from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
 from heritage.soups import ModelSoup, SoftVoting
 from heritage.training.pool import CheckpointPool, epoch_of
+from heritage.training.runfolder import clear_run
 from heritage.training.trainer import Trainer
 
 METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
+REFIT_RECIPES = ("greedy_soup", "uniform_soup")
 
 
 class RunError(RuntimeError):
@@ -179,7 +181,9 @@ class Run:
         summary_path.write_text(json.dumps(summary, indent=2))
         return soups
 
-    def refit(self, out: str | Path, recipe: str = "greedy_soup") -> Path:
+    def refit(
+        self, out: str | Path, recipe: str = "greedy_soup", *, overwrite: bool = False
+    ) -> Path:
         """Train again on train + val with this run's options and cook ``recipe`` from the
         same epochs; returns the refit soup's path (``out/soups/<recipe>``).
 
@@ -188,10 +192,15 @@ class Run:
         val learns from those images too (AutoGluon's ``refit_full``). Its soup is the uniform
         average of the checkpoints at the epochs this run's soup kept, so nothing is chosen on
         images the refit trained on; judge it on test (``heritage evaluate``). Calling it
-        again resumes an interrupted refit.
+        again resumes an interrupted refit; ``overwrite`` deletes whatever run ``out`` holds
+        and starts afresh, and without it a run there that is not this refit is refused.
         """
+        if recipe not in REFIT_RECIPES:
+            raise ValueError(
+                f"--recipe {recipe!r} is not a soup to refit; use {' or '.join(REFIT_RECIPES)}"
+            )
         out = Path(out)
-        if out.resolve() == self.folder.resolve():
+        if out.resolve() == self.folder.resolve():  # before overwrite could delete the run
             raise RunError("the refit needs its own folder (--out), not the run's")
         summary_path = self.folder / "soups" / "soups.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -209,6 +218,12 @@ class Run:
         if len(self.collection.split("val")) == 0:
             raise RunError(f"{self.folder} has no validation split (is it a refit already?)")
         with folder_lock(out, "refitting"):  # held through training and the soup
+            if overwrite:
+                deleted = clear_run(out)
+                if deleted:
+                    console.print(f"[bold]overwrite[/]: deleted {', '.join(deleted)} in {out}")
+            else:
+                _refuse_a_run_that_is_not_a_refit(out)
             return self._refit_into(out, recipe, summary, epochs)
 
     def _refit_into(self, out: Path, recipe: str, summary: dict, epochs: list[int]) -> Path:
@@ -323,6 +338,23 @@ class Run:
         if len(self.collection.split("val")) == 0:
             return 1.0
         return voting.fit(self.loader("val")).temperature_
+
+
+def _refuse_a_run_that_is_not_a_refit(out: Path) -> None:
+    """A refit resumes only a refit: a training run in ``out`` (its config keeps no epochs)
+    is refused, naming --overwrite, rather than trained over."""
+    config = out / "config.yaml"
+    if not config.is_file():
+        return
+    try:
+        keep = (yaml.safe_load(config.read_text()) or {}).get("keep_epochs")
+    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
+        keep = None
+    if not keep:
+        raise RunError(
+            f"{out} already holds a run that is not a refit; choose another --out, or pass "
+            "--overwrite to delete it and refit there"
+        )
 
 
 def _timed_mean_proba(

@@ -144,10 +144,7 @@ def _metadata_part(builder, records: Path, folder: Path) -> Path:
         predictor = MetadataPredictor(["tfidf", "tabular"], FusionConfig(seed=0)).fit(table)
         predictor.save(model_dir)
         predictor.predict(table).to_csv(csv, index=False)
-    import json
-
-    spec = json.loads((model_dir / "card.json").read_text())["spec"]
-    builder.add_catalogue(Catalogue.from_spec(df, spec, str(records)))
+    builder.add_catalogue(Catalogue.from_model(records, model_dir))
     activity = Activity.from_file(
         csv, ModelEntity.from_path(model_dir), "heritage metadata predict"
     )

@@ -306,6 +306,30 @@ def _geometry_and_curves(
     return geometry
 
 
+def _method_probabilities(
+    probas: dict[str, np.ndarray], stack: np.ndarray, best: str, models: dict[str, Path]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every model's probabilities plus soft voting over the checkpoints (``stack``), and
+    those of the methods the report compares: the best checkpoint, the run's soups, soft
+    voting."""
+    all_probas = dict(probas)
+    all_probas["soft_voting"] = stack.mean(axis=0)
+    method_probas = {"best_checkpoint": all_probas[best]}
+    method_probas.update({s: all_probas[s] for s in SOUPS if s in models})
+    method_probas["soft_voting"] = all_probas["soft_voting"]
+    return all_probas, method_probas
+
+
+def _single_checkpoint() -> Skipped:
+    """Why a run with one checkpoint has no variance within it, and how to add checkpoints."""
+    return Skipped(
+        "variance across checkpoints",
+        "the pool holds a single checkpoint, so there is no variance to remove; rerun "
+        "`heritage train` with the same options, this --out and more --epochs (it "
+        "resumes) to add checkpoints",
+    )
+
+
 @_locks_run(lambda run_dir, *args, **kwargs: run_dir)
 def analyse(
     run_dir: str | Path,
@@ -336,12 +360,8 @@ def analyse(
     )
     y, paths = probs.targets, probs.paths
     stack = np.stack([probs.probas[c] for c in checkpoints])  # (m, n, C)
-    all_probas = dict(probs.probas)
-    all_probas["soft_voting"] = stack.mean(axis=0)
     best = run.pool.best("val_macro_f1").name
-    method_probas = {"best_checkpoint": all_probas[best]}
-    method_probas.update({s: all_probas[s] for s in SOUPS if s in models})
-    method_probas["soft_voting"] = all_probas["soft_voting"]
+    all_probas, method_probas = _method_probabilities(probs.probas, stack, best, models)
     evaluations = {name: evaluate(y, p, classes) for name, p in all_probas.items()}
     evaluations["best_checkpoint"] = evaluations[best]
 
@@ -350,14 +370,7 @@ def analyse(
     decomposition = compare_methods(groups, y)
     summary = describe_changes(decomposition, REFERENCE, across_seeds=False)
     if len(checkpoints) < 2:
-        skipped.append(
-            Skipped(
-                "variance across checkpoints",
-                "the pool holds a single checkpoint, so there is no variance to remove; rerun "
-                "`heritage train` with the same options, this --out and more --epochs (it "
-                "resumes) to add checkpoints",
-            )
-        )
+        skipped.append(_single_checkpoint())
     figures = {"bias_variance": plot_decomposition(decomposition, out / "bias_variance.png")}
 
     geometry = _geometry_and_curves(run, out, all_probas, models, greedy, skipped, figures)

@@ -8,9 +8,10 @@ scikit-learn) are imported inside the commands, so ``heritage --help`` and every
 
 import importlib
 
-from heritage.cli.base import app
+from heritage.cli.base import app, prepare_help
 
 for _group in ("images", "demo", "metadata", "kg", "explore", "similarity"):
     importlib.import_module(f"heritage.cli.{_group}")
+prepare_help(app)
 
 __all__ = ["app"]

@@ -1,23 +1,25 @@
 """`heritage demo`: the whole path on one collection, ending in the explorer."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from heritage.cli.base import (
+    EXPLORER_PORT,
     ConfigFile,
     IgnoreSplit,
     ImageColumn,
     LabelColumn,
     Overwrite,
+    Port,
     Source,
     SplitColumn,
     app,
     collection_spec,
+    default,
     fail,
+    out_option,
 )
 from heritage.progress import console
 
@@ -25,13 +27,13 @@ from heritage.progress import console
 @app.command()
 def demo(
     source: Source = "../shared/datasets/ich-mekong",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
+    out: Annotated[Path, out_option("Run folder.")] = Path("runs/demo"),
     config: ConfigFile = None,
     image_column: ImageColumn = None,
     label_column: LabelColumn = None,
     split_column: SplitColumn = None,
     ignore_split: IgnoreSplit = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: 12).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs" + default("epochs"))] = None,
     records: Annotated[
         Path | None,
         typer.Option(
@@ -42,7 +44,7 @@ def demo(
     serve: Annotated[
         bool, typer.Option(help="End by serving the explorer on the graph (Ctrl-C stops it).")
     ] = True,
-    port: Annotated[int, typer.Option(help="The explorer's port.")] = 8765,
+    port: Port = EXPLORER_PORT,
     overwrite: Overwrite = False,
 ) -> None:
     """Train, cook soups, evaluate, analyse, publish a knowledge graph of the predictions and

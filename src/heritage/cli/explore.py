@@ -1,16 +1,11 @@
 """`heritage explore`: the curators' explorer over a knowledge graph."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from heritage.cli.base import (
-    app,
-    fail,
-)
+from heritage.cli.base import EXPLORER_PORT, Port, app, fail
 from heritage.cli.kg import Password, User
 
 
@@ -39,7 +34,7 @@ def explore(
     ] = None,
     read_only: Annotated[bool, typer.Option(help="Browse only: reviews disabled.")] = False,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    port: Port = EXPLORER_PORT,
     cache: Annotated[
         Path | None,
         typer.Option(

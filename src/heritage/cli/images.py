@@ -1,9 +1,7 @@
 """Image classifiers: train, cook soups, refit, evaluate, predict, analyse."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,32 +15,118 @@ from heritage.cli.base import (
     Overwrite,
     RunDir,
     Source,
+    Split,
     SplitColumn,
     app,
     collection_spec,
     default,
+    explained,
     fail,
-    given,
+    out_option,
 )
 from heritage.config import (
+    ALPHA_NAMES,
+    DEFAULT_BETA,
     LOSS_NAMES,
     MIX_METHODS,
-    LossConfig,
-    MixConfig,
+    AugmentConfig,
+    InterMode,
     PrecisionName,
+    ResizeMode,
+    SamplerName,
     allowed,
 )
 from heritage.progress import console
 
+#: the options of `heritage train` named otherwise than the TrainConfig field they set; every
+#: other option named as a field sets that field
+RENAMED = {
+    "augment": "augment.preset",
+    "mix": "mix.method",
+    "mix_alpha": "mix.alpha",
+    "beta": "mix.beta",
+    "inter": "mix.inter",
+    "loss": "loss.name",
+    "gamma": "loss.gamma",
+    "focal_alpha": "loss.alpha",
+    "entropy": "entropy.weight",
+    "entropy_per_class": "entropy.per_class",
+    "entropy_layer": "entropy.layer",
+}
+
+
+#: what the choices of train's options mean; the choices themselves come from heritage.config
+NOTES = {
+    "crop": "shorter side then centre crop",
+    "squash": "whole image stretched to a square",
+    "pad": "whole image, aspect kept, padded with its border colour",
+    "photo": "flips, crops, colour",
+    "glyphs": "no flips, for writing, hieroglyphs, coins",
+    "manifold": "features, one pass",
+    "class_pairs": "≥ 2 images per class present",
+    "balanced": "rare classes drawn more often, for macro-F1 on imbalanced collections",
+}
+PRECISION_AUTO = "bf16 on CUDA, fp32 on CPU"  # not in NOTES: "auto" means another thing there
+
+
+#: what each option of `heritage train` that sets a TrainConfig field does; the field's default
+#: (and its choices, where they are a Literal) come from heritage.config
+TRAIN_HELP = {
+    "backbone": "efficientnet_lite0/1/2 (offline ImageNet weights), any timm architecture with "
+    "--weights, or a timm hub name such as coatnet_0_rw_224.sw_in1k (online)",
+    "weights": "Local .pth/.safetensors weights for the backbone (default: its own weights).",
+    "image_size": "Input resolution; default: the backbone's pretrained size.",
+    "resize_mode": explained(allowed(ResizeMode), NOTES),
+    "augment": "Augmentation preset: " + explained(AugmentConfig.PRESETS, NOTES),
+    "mix": f"Mixing: {', '.join(MIX_METHODS)} (synermix: intra- + inter-class mixing)",
+    "mix_alpha": "Beta(α, α) of MixUp / Manifold MixUp / SynerMix",
+    "beta": "SynerMix weight of the intra-class loss (default: "
+    + ", ".join(f"{beta} {method}" for method, beta in DEFAULT_BETA.items())
+    + ").",
+    "inter": "SynerMix inter-class part: " + explained(allowed(InterMode), NOTES),
+    "loss": f"Loss: {' or '.join(LOSS_NAMES)}",
+    "gamma": "Focal loss focusing parameter",
+    "focal_alpha": f"Focal loss class weights: {', '.join(ALPHA_NAMES)} (default: none).",
+    "entropy": "Weight λ of the feature-entropy bonus (keeps fine-grain detail)",
+    "entropy_per_class": "Entropy within each class or global (default: global).",
+    "entropy_layer": "Module whose pooled output the entropy acts on, e.g. blocks.5 "
+    "(default: the penultimate features).",
+    "sampler": "Batches: " + explained(allowed(SamplerName), NOTES),
+    "balance_power": "With --sampler balanced: 0 natural class frequencies, 1 every class "
+    "equally often, 0.5 square-root sampling",
+    "label_smoothing": "Label smoothing",
+    "epochs": "Training epochs",
+    "batch_size": "Images per step",
+    "lr": "AdamW learning rate of the backbone (the head uses lr × head_lr_mult)",
+    "weight_decay": "AdamW weight decay",
+    "restart_epochs": "Epochs per cosine warm-restart cycle (T_0); each cycle end joins the pool",
+    "freeze_stages": "Freeze the stem and the first N stages (faster on CPU)",
+    "keep_top_k": "Checkpoints kept per criterion (val loss, top-1, macro-F1)",
+    "seed": "Random seed (split, init, order)",
+    "val_fraction": "Share held out for validation: of each class's train images when the split "
+    "column has train and test but no val (a stratified, seeded share, saved in the run's "
+    "split.csv); of the whole collection when it has no split",
+    "precision": explained(allowed(PrecisionName), {"auto": PRECISION_AUTO}),
+    "workers": "Data-loader processes (default: 0 on CPU, up to 8 with a GPU).",
+}
+
+
+def trained(option: str, *decls: str) -> Any:
+    """An option of `heritage train` that sets a TrainConfig field, with its help from
+    :data:`TRAIN_HELP`. The help ends with the field's default unless it says what the default
+    means itself (None, for instance, means "the backbone's own size")."""
+    help = TRAIN_HELP[option]
+    if "default" not in help:
+        help += default(RENAMED.get(option, option))
+    return typer.Option(*decls, help=help)
+
 
 @app.command()
 def train(
+    ctx: typer.Context,
     source: Source,
     out: Annotated[
-        Path,
-        typer.Option(
-            "--out", "-o", help="Run folder to write (resumes if it holds an unfinished run)."
-        ),
+        Path, out_option("Run folder to write (resumes if it holds an unfinished run).")
     ] = Path("runs/latest"),
     config: ConfigFile = None,
     image_column: ImageColumn = None,
@@ -50,159 +134,39 @@ def train(
     split_column: SplitColumn = None,
     ignore_split: IgnoreSplit = None,
     min_per_class: MinPerClass = None,
-    backbone: Annotated[
-        str | None,
-        typer.Option(
-            help="efficientnet_lite0/1/2 (offline ImageNet weights), any timm architecture with "
-            "--weights, or a timm hub name such as coatnet_0_rw_224.sw_in1k (online)."
-        ),
-    ] = None,
-    weights: Annotated[
-        str | None, typer.Option(help="Local .pth/.safetensors weights for the backbone.")
-    ] = None,
-    image_size: Annotated[
-        int | None,
-        typer.Option(help="Input resolution; default: the backbone's pretrained size."),
-    ] = None,
-    resize_mode: Annotated[
-        str | None,
-        typer.Option(
-            help="crop: shorter side then centre crop; squash: whole image stretched to a "
-            "square; pad: whole image, aspect kept, padded with its border colour."
-        ),
-    ] = None,
-    augment: Annotated[
-        str | None,
-        typer.Option(
-            help="Augmentation preset: photo (flips, crops, colour), glyphs (no flips: for "
-            "writing, hieroglyphs, coins), none."
-        ),
-    ] = None,
-    mix: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Mixing: {', '.join(MIX_METHODS)} (synermix: intra- + inter-class mixing)."
-        ),
-    ] = None,
-    mix_alpha: Annotated[
-        float | None,
-        typer.Option(
-            help="Beta(α, α) of MixUp / Manifold MixUp / SynerMix" + default("alpha", MixConfig)
-        ),
-    ] = None,
-    beta: Annotated[
-        float | None,
-        typer.Option(help="SynerMix weight of the intra-class loss (0.1 synermix, 0.5 intra)."),
-    ] = None,
-    inter: Annotated[
-        str | None,
-        typer.Option(help="SynerMix inter-class part: manifold (features, one pass) or input."),
-    ] = None,
-    loss: Annotated[
-        str | None,
-        typer.Option(help=f"Loss: {' or '.join(LOSS_NAMES)}" + default("name", LossConfig)),
-    ] = None,
-    gamma: Annotated[
-        float | None,
-        typer.Option(help="Focal loss focusing parameter" + default("gamma", LossConfig)),
-    ] = None,
-    focal_alpha: Annotated[
-        str | None,
-        typer.Option(help="Focal loss class weights: inverse_frequency (default: none)."),
-    ] = None,
-    entropy: Annotated[
-        float | None,
-        typer.Option(help="Weight λ of the feature-entropy bonus (keeps fine-grain detail)."),
-    ] = None,
+    backbone: Annotated[str | None, trained("backbone")] = None,
+    weights: Annotated[str | None, trained("weights")] = None,
+    image_size: Annotated[int | None, trained("image_size")] = None,
+    resize_mode: Annotated[str | None, trained("resize_mode")] = None,
+    augment: Annotated[str | None, trained("augment")] = None,
+    mix: Annotated[str | None, trained("mix")] = None,
+    mix_alpha: Annotated[float | None, trained("mix_alpha")] = None,
+    beta: Annotated[float | None, trained("beta")] = None,
+    inter: Annotated[str | None, trained("inter")] = None,
+    loss: Annotated[str | None, trained("loss")] = None,
+    gamma: Annotated[float | None, trained("gamma")] = None,
+    focal_alpha: Annotated[str | None, trained("focal_alpha")] = None,
+    entropy: Annotated[float | None, trained("entropy")] = None,
     entropy_per_class: Annotated[
-        bool | None,
-        typer.Option(
-            "--entropy-per-class/--entropy-global", help="Entropy within each class or global."
-        ),
+        bool | None, trained("entropy_per_class", "--entropy-per-class/--entropy-global")
     ] = None,
-    entropy_layer: Annotated[
-        str | None,
-        typer.Option(
-            help="Module whose pooled output the entropy acts on, e.g. blocks.5 "
-            "(default: the penultimate features)."
-        ),
-    ] = None,
-    sampler: Annotated[
-        str | None,
-        typer.Option(
-            help="Batches: auto, random, class_pairs (≥ 2 images per class present), balanced "
-            "(rare classes drawn more often, for macro-F1 on imbalanced collections)."
-        ),
-    ] = None,
-    balance_power: Annotated[
-        float | None,
-        typer.Option(
-            help="With --sampler balanced: 0 natural class frequencies, 1 every class equally "
-            "often, 0.5 square-root sampling" + default("balance_power")
-        ),
-    ] = None,
-    label_smoothing: Annotated[
-        float | None, typer.Option(help="Label smoothing" + default("label_smoothing"))
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs" + default("epochs"))] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Images per step" + default("batch_size"))
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="AdamW learning rate of the backbone (the head uses lr × head_lr_mult)"
-            + default("lr")
-        ),
-    ] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="AdamW weight decay" + default("weight_decay"))
-    ] = None,
-    restart_epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Epochs per cosine warm-restart cycle (T_0); each cycle end joins the pool"
-            + default("restart_epochs")
-        ),
-    ] = None,
-    freeze_stages: Annotated[
-        int | None,
-        typer.Option(
-            help="Freeze the stem and the first N stages (faster on CPU)" + default("freeze_stages")
-        ),
-    ] = None,
-    keep_top_k: Annotated[
-        int | None,
-        typer.Option(
-            help="Checkpoints kept per criterion (val loss, top-1, macro-F1)"
-            + default("keep_top_k")
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Random seed (split, init, order)" + default("seed"))
-    ] = None,
-    val_fraction: Annotated[
-        float | None,
-        typer.Option(
-            help="Share held out for validation: of each class's train images when the split "
-            "column has train and test but no val (a stratified, seeded share, saved in the "
-            "run's split.csv); of the whole collection when it has no split"
-            + default("val_fraction")
-        ),
-    ] = None,
+    entropy_layer: Annotated[str | None, trained("entropy_layer")] = None,
+    sampler: Annotated[str | None, trained("sampler")] = None,
+    balance_power: Annotated[float | None, trained("balance_power")] = None,
+    label_smoothing: Annotated[float | None, trained("label_smoothing")] = None,
+    epochs: Annotated[int | None, trained("epochs")] = None,
+    batch_size: Annotated[int | None, trained("batch_size")] = None,
+    lr: Annotated[float | None, trained("lr")] = None,
+    weight_decay: Annotated[float | None, trained("weight_decay")] = None,
+    restart_epochs: Annotated[int | None, trained("restart_epochs")] = None,
+    freeze_stages: Annotated[int | None, trained("freeze_stages")] = None,
+    keep_top_k: Annotated[int | None, trained("keep_top_k")] = None,
+    seed: Annotated[int | None, trained("seed")] = None,
+    val_fraction: Annotated[float | None, trained("val_fraction")] = None,
     overwrite: Overwrite = False,
     device: Device = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            help=f"{', '.join(allowed(PrecisionName))}; auto: bf16 on CUDA, fp32 on CPU"
-            + default("precision")
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Data-loader processes (default: 0 on CPU, up to 8 with a GPU)."),
-    ] = None,
+    precision: Annotated[str | None, trained("precision")] = None,
+    workers: Annotated[int | None, trained("workers")] = None,
     extra_labels: Annotated[
         Path | None,
         typer.Option(
@@ -217,85 +181,79 @@ def train(
     Rerunning the same command on the same --out resumes after the last finished epoch
     (--overwrite starts afresh). One process at a time writes a run folder.
     """
-    from heritage.backbones import BackboneError
-    from heritage.collection import CollectionError
-    from heritage.config import load_config
     from heritage.locking import FolderLocked, folder_lock
-    from heritage.training.trainer import Trainer
 
     try:  # first, so that a second writer stops before loading anything
         lock = folder_lock(out, "heritage train")
     except FolderLocked as exc:
         fail(exc)
     with lock:
-        try:
-            cfg = load_config(
-                config,
-                {
-                    "backbone": backbone,
-                    "weights": weights,
-                    "image_size": image_size,
-                    "resize_mode": resize_mode,
-                    "augment": {"preset": augment} if augment else None,
-                    "mix": given(method=mix, alpha=mix_alpha, beta=beta, inter=inter),
-                    "loss": given(name=loss, gamma=gamma, alpha=focal_alpha),
-                    "entropy": given(
-                        weight=entropy, per_class=entropy_per_class, layer=entropy_layer
-                    ),
-                    "sampler": sampler,
-                    "balance_power": balance_power,
-                    "label_smoothing": label_smoothing,
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "lr": lr,
-                    "weight_decay": weight_decay,
-                    "restart_epochs": restart_epochs,
-                    "freeze_stages": freeze_stages,
-                    "keep_top_k": keep_top_k,
-                    "seed": seed,
-                    "val_fraction": val_fraction,
-                    "device": device,
-                    "precision": precision,
-                    "workers": workers,
-                },
-            )
-            collection = collection_spec(
-                source,
-                config,
-                (image_column, label_column, split_column, ignore_split),
-                min_images_per_class=min_per_class,
-            ).load()
-            if extra_labels is not None:
-                val, test = cfg.val_fraction, cfg.test_fraction  # the split the trainer would draw
-                collection, report = collection.with_extra_labels(
-                    extra_labels, seed=cfg.seed, fractions=(1 - val - test, val, test)
-                )
-                console.print(report.summary(), markup=False)
-        except (CollectionError, ValueError, FileNotFoundError) as exc:
-            fail(exc)
-        console.print(collection.summary().to_string())
-        try:
-            result = Trainer(cfg).fit(collection, out, overwrite=overwrite)
-        except KeyboardInterrupt:
-            console.print(
-                f"\n[yellow]interrupted[/]: the pool and the last finished epoch are saved;"
-                f" rerun the same command to resume {out}"
-            )
-            raise typer.Exit(code=130) from None
-        except (
-            BackboneError,
-            CollectionError,
-            ValueError,
-            FileNotFoundError,
-            FileExistsError,
-            FolderLocked,
-        ) as exc:
-            fail(exc)
-        console.print(
-            f"[green]done[/]: {len(result.pool.entries)} checkpoints in {out}/pool, "
-            f"{result.train_images_per_second:.1f} training images/s. "
-            f"Next: heritage soup {out}"
+        cfg, collection = _training_inputs(ctx.params)
+        _fit(cfg, collection, out, overwrite)
+
+
+def _training_inputs(options: dict[str, Any]):
+    """`heritage train`'s configuration and collection (with any extra labels) from its
+    options: the command line over the YAML file over the defaults."""
+    from dataclasses import fields
+
+    from heritage.collection import CollectionError
+    from heritage.config import TrainConfig, field_overrides, load_config, split_fractions
+
+    trainable = {f.name for f in fields(TrainConfig)}
+    chosen = {RENAMED.get(k, k): v for k, v in options.items()}
+    columns = ("image_column", "label_column", "split_column", "ignore_split")
+    try:
+        cfg = load_config(
+            options["config"],
+            field_overrides({k: v for k, v in chosen.items() if k.split(".")[0] in trainable}),
         )
+        collection = collection_spec(
+            options["source"],
+            options["config"],
+            tuple(options[c] for c in columns),  # type: ignore[arg-type]
+            min_images_per_class=options["min_per_class"],
+        ).load()
+        if options["extra_labels"] is not None:
+            collection, report = collection.with_extra_labels(
+                options["extra_labels"], seed=cfg.seed, fractions=split_fractions(cfg)
+            )
+            console.print(report.summary(), markup=False)
+    except (CollectionError, ValueError, FileNotFoundError) as exc:
+        fail(exc)
+    return cfg, collection
+
+
+def _fit(cfg, collection, out: Path, overwrite: bool) -> None:
+    """Train, say how to resume when interrupted, and what comes next when done."""
+    from heritage.backbones import BackboneError
+    from heritage.collection import CollectionError
+    from heritage.locking import FolderLocked
+    from heritage.training.trainer import Trainer
+
+    console.print(collection.summary().to_string())
+    try:
+        result = Trainer(cfg).fit(collection, out, overwrite=overwrite)
+    except KeyboardInterrupt:
+        console.print(
+            f"\n[yellow]interrupted[/]: the pool and the last finished epoch are saved;"
+            f" rerun the same command to resume {out}"
+        )
+        raise typer.Exit(code=130) from None
+    except (
+        BackboneError,
+        CollectionError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        FolderLocked,
+    ) as exc:
+        fail(exc)
+    console.print(
+        f"[green]done[/]: {len(result.pool.entries)} checkpoints in {out}/pool, "
+        f"{result.train_images_per_second:.1f} training images/s. "
+        f"Next: heritage soup {out}"
+    )
 
 
 @app.command()
@@ -337,9 +295,7 @@ def soup(
 @app.command()
 def refit(
     run: RunDir,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the refit run (not RUN itself).")
-    ],
+    out: Annotated[Path, out_option("Folder for the refit run (not RUN itself).")],
     recipe: Annotated[
         str,
         typer.Option(help="Which of RUN's soups to refit: greedy_soup or uniform_soup."),
@@ -357,56 +313,17 @@ def refit(
     soup kept: every labelled image is used once validation has made its choices. The refit
     has no validation split; judge it on test with `heritage evaluate OUT`. Rerun to resume."""
     from heritage.backbones import BackboneError
-    from heritage.locking import FolderLocked, folder_lock
+    from heritage.locking import FolderLocked
     from heritage.run import Run, RunError
-    from heritage.training.runfolder import clear_run
 
     try:
-        if recipe not in REFIT_RECIPES:
-            raise ValueError(
-                f"--recipe {recipe!r} is not a soup to refit; use {' or '.join(REFIT_RECIPES)}"
-            )
-        source = Run.open(run)
-        if out.resolve() == run.resolve():  # before --overwrite could delete the run itself
-            raise RunError("the refit needs its own folder (--out), not the run's")
-        with folder_lock(out, "heritage refit"):
-            if overwrite:
-                deleted = clear_run(out)
-                if deleted:
-                    console.print(f"[bold]overwrite[/]: deleted {', '.join(deleted)} in {out}")
-            else:
-                _refuse_a_run_that_is_not_a_refit(out)
-            path = source.refit(out, recipe)
+        path = Run.open(run).refit(out, recipe, overwrite=overwrite)
     except (RunError, BackboneError, ValueError, FileNotFoundError, FolderLocked) as exc:
         fail(exc)
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted[/]: rerun the same command to resume {out}")
         raise typer.Exit(code=130) from None
     console.print(f"refit soup: {path}\nNext: heritage evaluate {out}")
-
-
-REFIT_RECIPES = ("greedy_soup", "uniform_soup")
-
-
-def _refuse_a_run_that_is_not_a_refit(out: Path) -> None:
-    """A refit resumes only a refit: a training run in ``out`` (its config keeps no epochs)
-    is refused, naming --overwrite, rather than trained over."""
-    import yaml
-
-    from heritage.run import RunError
-
-    config = out / "config.yaml"
-    if not config.is_file():
-        return
-    try:
-        keep = (yaml.safe_load(config.read_text()) or {}).get("keep_epochs")
-    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
-        keep = None
-    if not keep:
-        raise RunError(
-            f"{out} already holds a run that is not a refit; choose another --out, or pass "
-            "--overwrite to delete it and refit there"
-        )
 
 
 @app.command("evaluate")
@@ -418,7 +335,7 @@ def evaluate_cmd(
             "(NAME.safetensors with NAME.json)."
         ),
     ],
-    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
+    split: Split = "test",
     data: Annotated[
         str | None,
         typer.Option(help="For a model file: the collection to evaluate on (folder or manifest)."),
@@ -435,12 +352,11 @@ def evaluate_cmd(
 ) -> None:
     """Top-1, macro-F1, per-class scores, calibration (ECE) and a confusion matrix, written as
     metrics.json, report.md and PNGs."""
-    from heritage.calibration import softmax
-    from heritage.collection import CollectionError
-    from heritage.evaluation import evaluate, expected_calibration_error, write_report
+    from heritage.collection import CollectionError, scoring_images
+    from heritage.evaluation import write_report
     from heritage.locking import FolderLocked, folder_lock
     from heritage.model import ImageClassifier, model_paths, model_stem
-    from heritage.run import Run, RunError
+    from heritage.run import Run
 
     try:
         if target.is_dir():
@@ -449,8 +365,7 @@ def evaluate_cmd(
                 console.print(f"{method:>16}: {ev.summary()}")
             console.print(f"reports in {target}/eval/{split}/ (comparison.md)")
             return
-        weights, card = model_paths(target)
-        if not (weights.is_file() or card.is_file()):
+        if not any(path.is_file() for path in model_paths(target)):
             raise FileNotFoundError(
                 f"{target} is neither a run folder nor a model file (NAME.safetensors + "
                 "NAME.json); check the path"
@@ -463,54 +378,22 @@ def evaluate_cmd(
             (image_column, label_column, split_column, ignore_split),
             min_images_per_class=1,
         ).load(min_classes=1)  # scoring needs no second class
-        if collection.has_split:
-            part = collection.split(split)
-            if len(part) == 0:
-                present = sorted(set(collection.records["split"]))
-                raise CollectionError(
-                    f"{data} has no {split!r} images (its splits: {', '.join(present)}); "
-                    f"choose one with --split, e.g. --split {present[0]}"
-                )
-        else:
-            part = collection
-            console.print(
-                "[yellow]warning:[/] the collection has no split column: scoring "
-                "every image, including any the model was trained on"
-            )
+        part, warning = scoring_images(collection, split, data)
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}")
         clf = ImageClassifier.load(target)
-        index = {c: i for i, c in enumerate(clf.classes_)}
-        unknown = sorted(set(part.records["label"]) - set(index))
-        if unknown:
-            raise CollectionError(
-                f"{data}: labels {unknown[:5]} are not among the model's classes "
-                f"{clf.classes_[:10]}; evaluate on a collection of the classes the model learnt "
-                "(or check --label-column)"
-            )
-        y = [index[c] for c in part.records["label"]]
-        logits = clf.predict_logits(part.paths())
-        ev = evaluate(y, softmax(logits, clf.temperature_), clf.classes_)
-        extra = {
-            "split": split,
-            "temperature": clf.temperature_,
-            "ece_raw": expected_calibration_error(y, softmax(logits)),
-        }
+        ev, extra = clf.evaluate(part, data)
         stem = model_stem(target)
         folder = out or stem.parent / f"eval_{stem.name}"
         with folder_lock(folder, "evaluating"):
-            write_report(ev, folder, title=f"{target.name} on {data}", extra=extra)
-        console.print(
-            f"{ev.summary()}\nECE {ev.ece:.4f} with temperature {clf.temperature_:.2f} "
-            f"({extra['ece_raw']:.4f} before)\nreport in {folder}"
-        )
-    except (
-        RunError,
-        CollectionError,
-        ValueError,
-        FileNotFoundError,
-        RuntimeError,
-        FolderLocked,
-    ) as exc:
-        fail(exc)
+            report = {"split": split, **extra}
+            write_report(ev, folder, title=f"{target.name} on {data}", extra=report)
+    except (CollectionError, ValueError, FileNotFoundError, FolderLocked, RuntimeError) as exc:
+        fail(exc)  # RuntimeError: RunError, and torch's on a model it cannot load
+    console.print(
+        f"{ev.summary()}\nECE {ev.ece:.4f} with temperature {clf.temperature_:.2f} "
+        f"({extra['ece_raw']:.4f} before)\nreport in {folder}"
+    )
 
 
 @app.command()
@@ -525,32 +408,21 @@ def predict(
         list[Path],
         typer.Argument(help="Image files, folders (searched recursively) or .txt lists of paths."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")] = Path(
-        "predictions.csv"
-    ),
+    out: Annotated[Path, out_option("CSV to write.")] = Path("predictions.csv"),
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels per image.")] = 3,
     device: Device = "auto",
 ) -> None:
     """Write a CSV with the top-k labels and their confidence for each image. Unreadable
     files are reported and skipped; images are read in chunks, so folders of any size work."""
     from heritage.backbones import BackboneError
-    from heritage.collection import IMAGE_SUFFIXES, CollectionError, image_list
+    from heritage.collection import CollectionError, images_given
     from heritage.evaluation import write_predictions_csv
     from heritage.model import ImageClassifier
 
     try:
-        paths = image_list(images)
-    except (CollectionError, FileNotFoundError) as exc:
-        fail(exc)
-    if not paths:
-        fail(
-            ValueError(
-                "no images given (folders are searched for " + ", ".join(IMAGE_SUFFIXES) + ")"
-            )
-        )
-    try:
+        paths = images_given(images)
         clf = ImageClassifier.load(model, device or "auto")
-    except (FileNotFoundError, BackboneError, ValueError) as exc:
+    except (CollectionError, FileNotFoundError, BackboneError, ValueError) as exc:
         fail(exc)
     done, proba, failed = clf.predict_files(paths)
     for path, reason in failed:
@@ -586,7 +458,7 @@ def analyse(
             "of the same collection (seeds) add the across-run bias–variance decomposition.",
         ),
     ],
-    split: Annotated[str, typer.Option(help="Split to analyse.")] = "test",
+    split: Split = "test",
     out: Annotated[
         Path | None,
         typer.Option(

@@ -1,25 +1,18 @@
 """`heritage kg`: predictions as linked data, stores, SPARQL servers."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from heritage.cli.base import (
-    app,
-    fail,
-    names,
-)
+from heritage.cli.base import RecordIdColumn, fail, group, names, out_option
 from heritage.progress import console
 
-kg_app = typer.Typer(
-    help="Publish predictions as linked data (RDF with PROV-O provenance, SKOS values), load "
-    "them into an embedded store or push them to a SPARQL server, and query them.",
-    no_args_is_help=True,
+kg_app = group(
+    "kg",
+    "Publish predictions as linked data (RDF with PROV-O provenance, SKOS values), load them "
+    "into an embedded store or push them to a SPARQL server, and query them.",
 )
-app.add_typer(kg_app, name="kg")
 
 StoreDir = Annotated[
     Path, typer.Option("--store", "-s", help="Embedded store folder (created by `kg load`).")
@@ -34,6 +27,20 @@ Password = Annotated[
     typer.Option(envvar="HERITAGE_SPARQL_PASSWORD", help="Password (or set the variable)."),
 ]
 Auth = Annotated[str, typer.Option(help="HTTP authentication: digest or basic.")]
+RdfFormat = Annotated[
+    str | None,
+    typer.Option("--format", help="ttl, nt or jsonld (default: from the file's extension)."),
+]
+NamedGraph = Annotated[
+    str | None, typer.Option(help="Named graph to write into (default: the default graph).")
+]
+Replace = Annotated[bool, typer.Option(help="Empty that graph first (replace an earlier export).")]
+Started = Annotated[
+    str | None, typer.Option(help="When the prediction run started (ISO; default: --ended).")
+]
+Ended = Annotated[
+    str | None, typer.Option(help="When it ended (ISO; default: the predictions file's mtime).")
+]
 
 
 def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
@@ -73,6 +80,15 @@ def _endpoint(url: str, user: str | None, password: str | None, auth: str):
     )
 
 
+def _graph(store: Path, endpoint: str | None, user: str | None, password: str | None, auth: str):
+    """The graph a reading command asks: the server at ``endpoint``, else the store."""
+    from heritage.kg import KnowledgeGraph
+
+    if endpoint:
+        return _endpoint(endpoint, user, password, auth)
+    return KnowledgeGraph(store, read_only=True)
+
+
 @kg_app.command("export")
 def kg_export(
     predictions: Annotated[
@@ -82,13 +98,10 @@ def kg_export(
             "(the layout is detected); optional with --records."
         ),
     ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="RDF file to write (.ttl, .nt or .jsonld).")
-    ] = Path("predictions.ttl"),
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="ttl, nt or jsonld (default: from --out's extension)."),
-    ] = None,
+    out: Annotated[Path, out_option("RDF file to write (.ttl, .nt or .jsonld).")] = Path(
+        "predictions.ttl"
+    ),
+    fmt: RdfFormat = None,
     model: Annotated[
         Path | None,
         typer.Option(
@@ -122,9 +135,7 @@ def kg_export(
         Path | None,
         typer.Option(help="Records CSV whose catalogued values are exported alongside."),
     ] = None,
-    id_column: Annotated[
-        str | None, typer.Option(help="Record id column of --records (default: the first).")
-    ] = None,
+    id_column: RecordIdColumn = None,
     concepts: Annotated[
         list[str] | None,
         typer.Option(
@@ -145,14 +156,8 @@ def kg_export(
         str,
         typer.Option("--property", help="For image-classifier predictions: the property named."),
     ] = "label",
-    started: Annotated[
-        str | None,
-        typer.Option(help="When the prediction run started (ISO; default: --ended)."),
-    ] = None,
-    ended: Annotated[
-        str | None,
-        typer.Option(help="When it ended (ISO; default: the predictions file's mtime)."),
-    ] = None,
+    started: Started = None,
+    ended: Ended = None,
     max_alternatives: Annotated[
         int | None, typer.Option(help="Runner-up values kept per prediction (default: all).")
     ] = None,
@@ -163,29 +168,12 @@ def kg_export(
     """Write predictions (and catalogued values) as RDF: each predicted value a reified
     statement with its confidence, alternatives and PROV-O provenance; values SKOS concepts.
     The same input always gives the same graph."""
-    import json
-
-    from heritage.kg import (
-        Activity,
-        Catalogue,
-        ExportConfig,
-        ModelEntity,
-        Vocabulary,
-        export_graph,
-        read_predictions,
-        validate,
-    )
+    from heritage.kg import Catalogue, ExportConfig, Vocabulary, export_graph
 
     try:
         if predictions is None and records is None:
             raise ValueError("give a predictions file and/or --records")
-        vocab = None
-        for item in vocabulary or []:
-            scope, file = (
-                (None, item) if "=" not in item or Path(item).is_file() else (item.split("=", 1))
-            )
-            v = Vocabulary.load(file, scope or None)
-            vocab = v if vocab is None else vocab | v
+        vocab = Vocabulary.from_specs(vocabulary or [])
         config = ExportConfig(
             property_uris=_pairs(property_uri, "--property-uri"),
             vocabulary=vocab,
@@ -194,43 +182,18 @@ def kg_export(
         )
         if base_uri:
             config.base_uri = base_uri
-        table = activity = entity = None
+        table = activity = catalogue = None
         if predictions is not None:
-            if model is None:
-                raise ValueError(
-                    "predictions need their provenance: pass --model (the metadata model folder "
-                    "or image model file that made them)"
-                )
-            table = read_predictions(predictions, kind, prop)  # type: ignore[arg-type]
-            entity = ModelEntity.from_path(model)
-            label = "heritage metadata predict" if entity.kind == "metadata" else "heritage predict"
-            activity = Activity.from_file(
-                predictions,
-                entity,
-                label,
-                started=_when(started, "--started"),
-                ended=_when(ended, "--ended"),
-            )
-        catalogue = None
+            table, activity = _predictions(predictions, model, kind, prop, (started, ended))
         if records is not None:
-            from heritage.metadata.records import read_columns, read_records_csv
-
-            if concepts or literals or entity is None or entity.kind != "metadata":
-                roles = names(concepts) or []
-                if not roles and not literals and table is not None:
-                    header = read_columns(records)
-                    roles = [p for p in dict.fromkeys(table["property"]) if p in header]
-                catalogue = Catalogue.from_csv(records, id_column, roles, names(literals) or [])
-            else:  # roles from the metadata model's record spec
-                card = json.loads((Path(model) / "card.json").read_text())  # type: ignore[arg-type]
-                if not isinstance(card.get("spec"), dict):
-                    raise ValueError(
-                        f"{model}/card.json has no record spec; name the catalogue columns "
-                        "with --concepts and --literals"
-                    )
-                spec = {**card["spec"], "id_column": id_column or card["spec"]["id_column"]}
-                df = read_records_csv(records)
-                catalogue = Catalogue.from_spec(df, spec, str(records))
+            catalogue = Catalogue.for_export(
+                records,
+                id_column=id_column,
+                concepts=names(concepts) or (),
+                literals=names(literals) or (),
+                predictions=table,
+                model=model,
+            )
         graph = export_graph(table, activity=activity, catalogue=catalogue, config=config)
         graph.write(out, fmt)
     except (ValueError, FileNotFoundError, KeyError) as exc:
@@ -242,27 +205,50 @@ def kg_export(
             + ", ".join(f"{n} {p}" for p, n in graph.minted.items())
         )
     if check:
-        result = validate(out)
-        if not result.conforms:
-            console.print(result.report, markup=False)
-            fail(ValueError(f"{out} violates the SHACL shapes ({result.violations} results)"))
-        console.print(f"[green]valid[/]: {out} conforms to the SHACL shapes")
+        _validate(out, exit_code=2)
+
+
+def _predictions(
+    path: Path, model: Path | None, kind: str, prop: str, times: tuple[str | None, str | None]
+):
+    """The predictions table and the activity that made it (``times``: --started, --ended)."""
+    from heritage.kg import Activity, ModelEntity, read_predictions
+
+    if model is None:
+        raise ValueError(
+            "predictions need their provenance: pass --model (the metadata model folder "
+            "or image model file that made them)"
+        )
+    table = read_predictions(path, kind, prop)  # type: ignore[arg-type]
+    entity = ModelEntity.from_path(model)
+    started, ended = _when(times[0], "--started"), _when(times[1], "--ended")
+    return table, Activity.from_file(path, entity, entity.command, started=started, ended=ended)
+
+
+def _validate(file: Path, exit_code: int) -> None:
+    """Check ``file`` against the SHACL shapes; exit with ``exit_code`` when it violates them."""
+    from heritage.kg import validate
+
+    try:
+        result = validate(file)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(exc)
+    if not result.conforms:
+        console.print(result.report, markup=False)
+        if exit_code == 2:
+            fail(ValueError(f"{file} violates the SHACL shapes ({result.violations} results)"))
+        console.print(f"[bold red]invalid[/]: {result.violations} violation(s)")
+        raise typer.Exit(code=exit_code)
+    console.print(f"[green]valid[/]: {file} conforms to the SHACL shapes")
 
 
 @kg_app.command("load")
 def kg_load(
     files: Annotated[list[Path], typer.Argument(help="RDF files (.ttl, .nt, .jsonld).")],
     store: StoreDir = Path("kg-store"),
-    graph: Annotated[
-        str | None,
-        typer.Option(help="Named graph to load into (default: the default graph)."),
-    ] = None,
-    replace: Annotated[
-        bool, typer.Option(help="Empty that graph first (replace an earlier export).")
-    ] = False,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="ttl, nt or jsonld (default: extension).")
-    ] = None,
+    graph: NamedGraph = None,
+    replace: Replace = False,
+    fmt: RdfFormat = None,
     explorer_tables: Annotated[
         bool,
         typer.Option(
@@ -331,29 +317,12 @@ def kg_query(
 
     try:
         text = read_query(sparql, file)
-        if endpoint:
-            server = _endpoint(endpoint, user, password, auth)
-            if fmt == "table":
-                result = server.select(text)
-            else:
-                accept = {
-                    "csv": "text/csv",
-                    "tsv": "text/tab-separated-values",
-                    "json": "application/sparql-results+json",
-                    "ttl": "text/turtle",
-                    "nt": "application/n-triples",
-                    "jsonld": "application/ld+json",
-                }
-                if fmt not in accept:
-                    raise ValueError(f"unknown --format {fmt!r}; use {', '.join(accept)} or table")
-                sys.stdout.buffer.write(server.query_raw(text, accept[fmt]))
-                return
-        else:
-            kg = KnowledgeGraph(store, read_only=True)
-            if fmt != "table":
-                sys.stdout.buffer.write(kg.query_to(text, fmt))
-                return
-            result = kg.query(text)
+        graph = _graph(store, endpoint, user, password, auth)
+        if fmt != "table":
+            sys.stdout.buffer.write(graph.query_to(text, fmt))
+            return
+        # a server answers SELECT as a table; the store any query, CONSTRUCT as triples
+        result = graph.query(text) if isinstance(graph, KnowledgeGraph) else graph.select(text)
     except (QueryError, EndpointError, ValueError, FileNotFoundError, OSError) as exc:
         fail(exc)
     if isinstance(result, bool):
@@ -385,10 +354,8 @@ def kg_push(
             "(SPARQL 1.1 INSERT DATA: works wherever updates do, slower)."
         ),
     ] = "graph-store",
-    graph: Annotated[
-        str | None, typer.Option(help="Named graph to write (default: the default graph).")
-    ] = None,
-    replace: Annotated[bool, typer.Option(help="Empty the graph first.")] = False,
+    graph: NamedGraph = None,
+    replace: Replace = False,
     chunk_size: Annotated[
         int | None,
         typer.Option(help="Triples per request (default: 20,000 graph-store, 1,000 update)."),
@@ -419,9 +386,7 @@ def kg_push(
 
 @kg_app.command("records")
 def kg_records(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Records CSV to write.")] = Path(
-        "records.csv"
-    ),
+    out: Annotated[Path, out_option("Records CSV to write.")] = Path("records.csv"),
     store: StoreDir = Path("kg-store"),
     endpoint: EndpointUrl = None,
     user: User = None,
@@ -444,15 +409,10 @@ def kg_records(
 ) -> None:
     """Read the catalogue back out of the graph as a records table that `heritage metadata
     fit/predict` accept."""
-    from heritage.kg import EndpointError, KnowledgeGraph, QueryError
+    from heritage.kg import EndpointError, QueryError
 
     try:
-        graph = (
-            _endpoint(endpoint, user, password, auth)
-            if endpoint
-            else KnowledgeGraph(store, read_only=True)
-        )
-        table = graph.records(
+        table = _graph(store, endpoint, user, password, auth).records(
             names(columns), id_column=id_column, fill_threshold=fill_threshold, language=language
         )
     except (QueryError, EndpointError, ValueError, FileNotFoundError, OSError) as exc:
@@ -464,9 +424,7 @@ def kg_records(
 
 @kg_app.command("reviews")
 def kg_reviews(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Labels CSV to write.")] = Path(
-        "reviewed.csv"
-    ),
+    out: Annotated[Path, out_option("Labels CSV to write.")] = Path("reviewed.csv"),
     store: StoreDir = Path("kg-store"),
     endpoint: EndpointUrl = None,
     user: User = None,
@@ -479,14 +437,10 @@ def kg_reviews(
     """Export curators' reviews (from `heritage explore`) as a labels table: accepted and
     corrected values, with who decided and when. `heritage metadata fit --extra-labels` and
     `heritage train --extra-labels` read it."""
-    from heritage.kg import EndpointError, KnowledgeGraph, QueryError, read_reviews
+    from heritage.kg import EndpointError, QueryError, read_reviews
 
     try:
-        graph = (
-            _endpoint(endpoint, user, password, auth)
-            if endpoint
-            else KnowledgeGraph(store, read_only=True)
-        )
+        graph = _graph(store, endpoint, user, password, auth)
         table = read_reviews(graph, include_rejected=include_rejected)
     except (QueryError, EndpointError, ValueError, FileNotFoundError, OSError) as exc:
         fail(exc)
@@ -502,17 +456,7 @@ def kg_validate(
     file: Annotated[Path, typer.Argument(help="RDF file to check (.ttl, .nt, .jsonld).")],
 ) -> None:
     """Check a file against heritage's SHACL shapes (pySHACL; exits 1 when it violates them)."""
-    from heritage.kg import validate
-
-    try:
-        result = validate(file)
-    except (ValueError, FileNotFoundError) as exc:
-        fail(exc)
-    if not result.conforms:
-        console.print(result.report, markup=False)
-        console.print(f"[bold red]invalid[/]: {result.violations} violation(s)")
-        raise typer.Exit(code=1)
-    console.print(f"[green]valid[/]: {file} conforms to the SHACL shapes")
+    _validate(file, exit_code=1)
 
 
 @kg_app.command("shapes")

@@ -1,70 +1,18 @@
 """`heritage metadata`: predict missing catalogue fields of object records."""
 
-from __future__ import annotations
-
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from heritage.cli.base import (
-    IgnoreSplit,
-    app,
-    fail,
-    names,
-)
+from heritage.cli.base import IgnoreSplit, RecordIdColumn, fail, group, names, out_option
 from heritage.progress import console
 
-metadata_app = typer.Typer(
-    help="Predict missing metadata of object records (place, date, technique, …) from their "
-    "texts, tabular fields and images, with calibrated confidences.",
-    no_args_is_help=True,
+metadata_app = group(
+    "metadata",
+    "Predict missing metadata of object records (place, date, technique, …) from their texts, "
+    "tabular fields and images, with calibrated confidences.",
 )
-app.add_typer(metadata_app, name="metadata")
-
-
-def _image_options(path: Path, name: str) -> dict[str, Any]:
-    """Options of image modality ``name`` from a YAML mapping: its own section (``image:``,
-    ``image_multitask:``) when the file has sections, else the whole mapping."""
-    import yaml
-
-    if not path.is_file():
-        raise ValueError(f"image config not found: {path}")
-    try:
-        options = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(options, dict):
-        raise ValueError(f"{path}: the image config must be a YAML mapping of option: value")
-    sections = {"image", "image_multitask"}
-    if sections & set(options):
-        return dict(options.get(name) or {})
-    return options
-
-
-def _image_modality_options(path: Path | None, name: str, out: Path) -> dict[str, Any]:
-    """The image config's options for ``name``; the fine-tuned one keeps its progress in the
-    model folder (``fine-tunes/``), so a killed `metadata fit`, rerun, resumes it."""
-    options = _image_options(path, name) if path is not None else {}
-    if name == "image_multitask":
-        options.setdefault("checkpoint_dir", str(out / "fine-tunes"))
-    return options
-
-
-def _text_columns(values: list[str] | None) -> dict[str, str] | None:
-    """``COLUMN:LANG`` pairs; a bare ``text_xx`` takes its language from the suffix."""
-    pairs = names(values)
-    if pairs is None:
-        return None
-    out = {}
-    for item in pairs:
-        column, _, lang = item.partition(":")
-        if not lang and column.startswith("text_"):
-            lang = column.removeprefix("text_")
-        if not lang:
-            raise ValueError(f"text column {column!r}: give its language as {column}:LANG")
-        out[column] = lang
-    return out
 
 
 @metadata_app.command("fit")
@@ -76,13 +24,11 @@ def metadata_fit(
             "tabular fields and the properties (empty cell = unknown)."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    out: Annotated[Path, out_option("Model folder to write.")],
     properties: Annotated[
         list[str], typer.Option(help="Columns to predict (repeatable or comma-separated).")
     ],
-    id_column: Annotated[
-        str | None, typer.Option(help="Record id column (default: the first column).")
-    ] = None,
+    id_column: RecordIdColumn = None,
     text_columns: Annotated[
         list[str] | None,
         typer.Option(help="Text columns as COLUMN:LANG (default: every text_<lang> column)."),
@@ -151,23 +97,16 @@ def metadata_fit(
     (card.json)."""
     from heritage.backbones import BackboneError
     from heritage.locking import FolderLocked, folder_lock
-    from heritage.metadata import (
-        FusionConfig,
-        MetadataPredictor,
-        RecordSpec,
-        RecordTable,
-        default_modalities,
-        make_modality,
-    )
-    from heritage.metadata.records import read_columns
+    from heritage.metadata import FusionConfig, MetadataPredictor, RecordSpec, RecordTable
+    from heritage.metadata.predictor import chosen_modalities
+    from heritage.metadata.records import read_columns, text_columns_from
 
     try:
-        header = read_columns(records)
         spec = RecordSpec.infer(
-            header,
+            read_columns(records),
             names(properties) or [],
             id_column=id_column,
-            text_columns=_text_columns(text_columns),
+            text_columns=text_columns_from(names(text_columns)),
             image_columns=names(image_columns),
             tabular_columns=names(tabular_columns),
             split_column=split_column,
@@ -177,14 +116,13 @@ def metadata_fit(
             table, report = table.with_extra_labels(extra_labels)
             console.print(report.summary(), markup=False)
         fusion = FusionConfig(folds=folds, stacker=stacker, calibration=calibration, seed=seed)  # type: ignore[arg-type]
-        chosen: list[Any] | None = names(modalities)
-        if image_config is not None or "image_multitask" in (chosen or []):
-            chosen = [
-                make_modality(name, seed=seed, **_image_modality_options(image_config, name, out))
-                if name in ("image", "image_multitask")
-                else name
-                for name in (chosen or default_modalities(table))
-            ]
+        chosen = chosen_modalities(
+            names(modalities),
+            table,
+            seed=seed,
+            image_config=image_config,
+            fine_tunes=out / "fine-tunes",
+        )
         # the folder is locked from the start: the image fine-tunes write into it too
         with folder_lock(out, "heritage metadata fit"):
             predictor = MetadataPredictor(chosen, fusion, top_k=top_k, cache_dir=cache_dir)
@@ -207,9 +145,7 @@ def metadata_predict(
     records: Annotated[
         Path, typer.Argument(help="CSV with the training columns; property columns optional.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write.")] = Path(
-        "predictions.csv"
-    ),
+    out: Annotated[Path, out_option("CSV to write.")] = Path("predictions.csv"),
     top_k: Annotated[
         int | None, typer.Option(help="Alternatives listed (default: as fitted).")
     ] = None,

@@ -1,32 +1,21 @@
 """`heritage similarity`, `heritage index` and `heritage similar`: similarity learnt from
 people's judgements, and search by example."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from heritage.cli.base import (
-    Device,
-    app,
-    fail,
-    given,
-    names,
-)
+from heritage.cli.base import Device, ImageColumn, app, fail, given, group, names, out_option
+from heritage.config import DEFAULT_BACKBONE
 from heritage.progress import console
 
-similarity_app = typer.Typer(
-    help="Image similarity that agrees with people: measure and learn it from triplet "
-    "judgements (is A or B closer to R?), with context models and their ensembles.",
-    no_args_is_help=True,
+similarity_app = group(
+    "similarity",
+    "Image similarity that agrees with people: measure and learn it from triplet judgements "
+    "(is A or B closer to R?), with context models and their ensembles.",
 )
-app.add_typer(similarity_app, name="similarity")
-index_app = typer.Typer(
-    help="Search a collection by example: build or grow its index.", no_args_is_help=True
-)
-app.add_typer(index_app, name="index")
+index_app = group("index", "Search a collection by example: build or grow its index.")
 
 Triplets = Annotated[
     Path,
@@ -55,28 +44,25 @@ ItemIdColumn = Annotated[
 ]
 BackboneName = Annotated[
     str | None,
-    typer.Option(help="Backbone for image features (default: efficientnet_lite0, offline)."),
+    typer.Option(help=f"Backbone for image features (default: {DEFAULT_BACKBONE}, offline)."),
 ]
-FeatureCache = Annotated[
-    Path,
-    typer.Option(help="Folder caching image features between runs."),
-]
+FeatureCache = Annotated[Path, typer.Option(help="Folder caching image features between runs.")]
 _FEATURE_CACHE = Path("~/.cache/heritage/features")
 
 
-def _item_features(items, ids, groups, embedding, cache_dir: Path) -> dict:
-    """Features per image group, one row per id in ``ids`` order."""
-    from heritage.similarity import ImageEmbedder
+def _judged(
+    triplets: Path,
+    items: Path,
+    columns: tuple[str | None, list[str] | None],
+    context_column: str | None = None,
+):
+    """The item table and the triplets judged over its items (``columns``: the id column and
+    the image columns options)."""
+    from heritage.similarity import ItemTable, TripletTable
 
-    position = {i: n for n, i in enumerate(items.ids)}
-    missing = [i for i in ids if i not in position]
-    if missing:
-        raise ValueError(f"{items.source} lacks the model's item ids, e.g. {missing[:5]}")
-    embedder = ImageEmbedder(embedding, cache_dir)
-    return {
-        g: embedder.features([items.paths(g)[position[i]] for i in ids], f"features {g}")
-        for g in groups
-    }
+    id_column, image_columns = columns
+    table = ItemTable.from_csv(items, id_column=id_column, image_columns=names(image_columns))
+    return table, TripletTable.from_csv(triplets, table.ids, context_column=context_column)
 
 
 def _agreement_table(scores: dict, title: str) -> None:
@@ -109,41 +95,21 @@ def similarity_agreement(
 ) -> None:
     """Share of judgements each model agrees with (closer nearer to the reference than
     farther), on all triplets and on those with a clear majority."""
-    import json
-
     from heritage.backbones import BackboneError
     from heritage.similarity import (
         EmbeddingConfig,
-        ItemTable,
-        Member,
         SimilarityModel,
         TripletError,
-        TripletTable,
+        pretrained_agreement,
     )
 
     try:
-        table = ItemTable.from_csv(items, id_column=id_column, image_columns=names(image_column))
-        judged = TripletTable.from_csv(triplets, table.ids)
+        table, judged = _judged(triplets, items, (id_column, image_column))
         if model is not None:
-            card_path = model / "similarity.json"
-            if not card_path.is_file():
-                raise FileNotFoundError(f"{model} is not a similarity model (no similarity.json)")
-            card = json.loads(card_path.read_text())
-            embedding = EmbeddingConfig.from_dict(card["embedding"])
-            if device:
-                embedding = EmbeddingConfig(**{**embedding.to_dict(), "device": device})
-            features = _item_features(table, card["items"], card["groups"], embedding, cache_dir)
-            scores = SimilarityModel.load(model, features).evaluate(judged)
+            scores = SimilarityModel.open(model, table, cache_dir, device).evaluate(judged)
         else:
             embedding = EmbeddingConfig(**given(backbone=backbone, device=device) or {})
-            features = _item_features(table, table.ids, table.groups, embedding, cache_dir)
-            views = list(features.values())
-            judged = judged.with_items(table.ids)
-            scores = {
-                f"pretrained_{g}": Member(g, f).agreement(judged) for g, f in features.items()
-            }
-            if len(views) > 1:
-                scores["pretrained_embedding"] = Member("all", views).agreement(judged)
+            scores = pretrained_agreement(table, judged, embedding, cache_dir)
     except (TripletError, BackboneError, ValueError, FileNotFoundError) as exc:
         fail(exc)
     _agreement_table(scores, f"agreement with {triplets.name}")
@@ -153,7 +119,7 @@ def similarity_agreement(
 def similarity_fit(
     triplets: Triplets,
     items: ItemsCsv,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    out: Annotated[Path, out_option("Model folder to write.")],
     image_column: ItemImageColumns = None,
     id_column: ItemIdColumn = None,
     contexts: Annotated[
@@ -189,16 +155,13 @@ def similarity_fit(
     from heritage.similarity import (
         EmbeddingConfig,
         HeadConfig,
-        ItemTable,
         SimilarityConfig,
         SimilarityModel,
         TripletError,
-        TripletTable,
     )
 
     try:
-        table = ItemTable.from_csv(items, id_column=id_column, image_columns=names(image_column))
-        judged = TripletTable.from_csv(triplets, table.ids, context_column=context_column)
+        table, judged = _judged(triplets, items, (id_column, image_column), context_column)
         kinds = names(contexts) or (["column"] if context_column else ["groups"])
         config = SimilarityConfig(
             contexts=tuple(kinds),
@@ -209,7 +172,7 @@ def similarity_fit(
         )
         embedding = EmbeddingConfig(**given(backbone=backbone, device=device) or {})
         with folder_lock(out, "heritage similarity fit"):  # before the work, not at its end
-            features = _item_features(table, table.ids, table.groups, embedding, cache_dir)
+            features = table.features(embedding, cache_dir)
             model = SimilarityModel(config, embedding).fit(judged, features)
             model.save(out)
         scores = model.validation()
@@ -230,7 +193,7 @@ def index_build(
             help="A folder of images (searched recursively) or a CSV manifest of image paths."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Index folder (grown if it exists).")],
+    out: Annotated[Path, out_option("Index folder (grown if it exists).")],
     model: Annotated[
         Path | None,
         typer.Option(
@@ -243,9 +206,7 @@ def index_build(
         str,
         typer.Option(help="auto (exact search, inverted lists for large indexes), flat, ivf."),
     ] = "auto",
-    image_column: Annotated[
-        str | None, typer.Option(help="Manifest column with image paths (default: image).")
-    ] = None,
+    image_column: ImageColumn = None,
     id_column: Annotated[
         str | None, typer.Option(help="Manifest column with ids (default: the image path).")
     ] = None,
@@ -254,6 +215,8 @@ def index_build(
 ) -> None:
     """Embed a collection's images into a FAISS index; rerun after adding images and only
     the new ones are embedded."""
+    from rich.markup import escape
+
     from heritage.backbones import BackboneError
     from heritage.locking import FolderLocked
     from heritage.similarity import EmbeddingConfig, build_index
@@ -272,8 +235,6 @@ def index_build(
         )
     except (BackboneError, ValueError, FileNotFoundError, FolderLocked) as exc:
         fail(exc)
-    from rich.markup import escape
-
     for path, reason in list(report.skipped.items())[:20]:
         console.print(f"[yellow]skipped[/] {escape(path)}: {escape(reason)}")
     console.print(
@@ -294,6 +255,7 @@ def similar(
     cache_dir: FeatureCache = _FEATURE_CACHE,
 ) -> None:
     """The images of an index most like IMAGE: ids and cosine distances, nearest first."""
+    from rich.markup import escape
     from rich.table import Table
 
     from heritage.similarity import hits_html, search_similar
@@ -302,8 +264,6 @@ def similar(
         hits = search_similar(image, index, k, cache_dir=cache_dir)
     except (ValueError, FileNotFoundError) as exc:
         fail(exc)
-    from rich.markup import escape
-
     table = Table(title=f"nearest to {escape(image.name)}")
     for column in ("rank", "id", "distance"):
         table.add_column(column, justify="left" if column == "id" else "right")
@@ -313,7 +273,3 @@ def similar(
     console.print(table)
     if html is not None:
         console.print(f"page: {hits_html(image, hits, html, f'Images like {image.name}')}")
-
-
-if __name__ == "__main__":
-    app()

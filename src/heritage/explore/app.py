@@ -45,28 +45,55 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
     app = FastAPI(title="heritage explorer", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.explorer = explorer
     app.state.token = token or secrets.token_urlsafe(24)
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    # interface languages first, then the data's other language tags: a page in one of those
-    # shows labels and texts in it, with English interface strings
-    languages = LANGUAGES + tuple(
-        code for code in explorer.table.languages if code not in LANGUAGES
-    )
-    templates.env.globals.update(
-        lang_link=_lang_link, bars=_facet_bars, shown=FACET_VALUES_SHOWN, languages=languages
-    )
+    pages = _Pages(app, explorer)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    # one group of routes per area of the explorer; no two groups share a path
+    _add_browse_routes(app, pages)
+    _add_similar_routes(app, pages)
+    _add_review_routes(app, pages)
+    _add_file_routes(app, pages)
+    return app
 
-    def render(request: Request, name: str, language: str, status: int = 200, **context: Any):
+
+class _Pages:
+    """What every route needs to answer with a page (templates, languages, the explorer and
+    the app's token), in one object so that the routes can be registered in groups."""
+
+    def __init__(self, app: FastAPI, explorer: Explorer) -> None:
+        self.app = app
+        self.explorer = explorer
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        # interface languages first, then the data's other language tags: a page in one of
+        # those shows labels and texts in it, with English interface strings
+        self.languages = LANGUAGES + tuple(
+            code for code in explorer.table.languages if code not in LANGUAGES
+        )
+        self.templates.env.globals.update(
+            lang_link=_lang_link,
+            bars=_facet_bars,
+            shown=FACET_VALUES_SHOWN,
+            languages=self.languages,
+        )
+
+    @property
+    def token(self) -> str:
+        """The reviewers' token, read from the app on every request (``app.state.token``)."""
+        return self.app.state.token
+
+    def render(
+        self, request: Request, name: str, language: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        """Template ``name`` in ``language``, setting the CSRF cookie if the request lacks it."""
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
-        response = templates.TemplateResponse(
+        response = self.templates.TemplateResponse(
             request,
             name,
             {
                 "t": translator(language),
                 "lang": language,
-                "ex": explorer,
+                "ex": self.explorer,
                 "csrf": csrf,
-                "signed_in": _signed_in(request, app.state.token),
+                "signed_in": _signed_in(request, self.token),
                 **context,
             },
             status_code=status,
@@ -75,12 +102,18 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
             response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict")
         return response
 
-    def language_of(request: Request) -> str:
+    def language_of(self, request: Request) -> str:
+        """The page's language (``?lang=``), English when absent or unknown."""
         lang = request.query_params.get("lang", "en")
-        return lang if lang in languages else "en"
+        return lang if lang in self.languages else "en"
 
-    def not_found(request: Request, message: str) -> HTMLResponse:
-        return render(request, "message.html", language_of(request), 404, message=message)
+    def not_found(self, request: Request, message: str) -> HTMLResponse:
+        return self.render(request, "message.html", self.language_of(request), 404, message=message)
+
+
+def _add_browse_routes(app: FastAPI, pages: _Pages) -> None:
+    """Read-only pages: search, a record, and the SPARQL behind either."""
+    explorer, render, language_of = pages.explorer, pages.render, pages.language_of
 
     @app.get("/", response_class=HTMLResponse)
     def search(request: Request):
@@ -99,8 +132,25 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
         try:
             view = explorer.record(id, lang)
         except ExplorerError as exc:
-            return not_found(request, str(exc))
+            return pages.not_found(request, str(exc))
         return render(request, "object.html", lang, view=view)
+
+    @app.get("/sparql", response_class=HTMLResponse)
+    def sparql(request: Request, object: str = ""):
+        lang = language_of(request)
+        if object:
+            try:
+                query = explorer.record_sparql(object)
+            except ExplorerError as exc:
+                return pages.not_found(request, str(exc))
+        else:
+            query = explorer.sparql(SearchState.from_params(request.query_params))
+        return render(request, "sparql.html", lang, query=query)
+
+
+def _add_similar_routes(app: FastAPI, pages: _Pages) -> None:
+    """Search by example: a record of the collection (GET) or an uploaded image (POST)."""
+    explorer, render, language_of = pages.explorer, pages.render, pages.language_of
 
     @app.get("/similar", response_class=HTMLResponse)
     def similar(request: Request, id: str = ""):
@@ -108,7 +158,7 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
         try:
             hits = explorer.similar(id)
         except ExplorerError as exc:
-            return not_found(request, str(exc))
+            return pages.not_found(request, str(exc))
         return render(request, "similar.html", lang, hits=hits, query_id=id)
 
     @app.post("/similar", response_class=HTMLResponse)
@@ -125,9 +175,14 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
             return render(request, "message.html", lang, 400, message=str(exc))
         return render(request, "similar.html", lang, hits=hits, query_id=None)
 
+
+def _add_review_routes(app: FastAPI, pages: _Pages) -> None:
+    """Curators' side: signing in with the start token, reviewing a prediction, the queue."""
+    explorer, render, language_of = pages.explorer, pages.render, pages.language_of
+
     @app.get("/login")
     def login(request: Request, token: str = ""):
-        if not hmac.compare_digest(token.encode(), app.state.token.encode()):
+        if not hmac.compare_digest(token.encode(), pages.token.encode()):
             return render(request, "message.html", "en", 403, message="wrong token")
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
@@ -145,7 +200,7 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
         lang = language_of(request)
         if not _csrf_ok(request, csrf):
             return render(request, "message.html", lang, 403, message="CSRF check failed")
-        if not _signed_in(request, app.state.token):
+        if not _signed_in(request, pages.token):
             return render(request, "message.html", lang, 403, message=translator(lang)("sign_in"))
         try:
             explorer.review(prediction, decision, value or None)
@@ -163,17 +218,10 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
             page=max(page, 1),
         )  # fmt: skip
 
-    @app.get("/sparql", response_class=HTMLResponse)
-    def sparql(request: Request, object: str = ""):
-        lang = language_of(request)
-        if object:
-            try:
-                query = explorer.record_sparql(object)
-            except ExplorerError as exc:
-                return not_found(request, str(exc))
-        else:
-            query = explorer.sparql(SearchState.from_params(request.query_params))
-        return render(request, "sparql.html", lang, query=query)
+
+def _add_file_routes(app: FastAPI, pages: _Pages) -> None:
+    """Images and thumbnails from the ``--images`` roots only, and a health check."""
+    explorer = pages.explorer
 
     @app.get("/image/{root}/{path:path}")
     def image(request: Request, root: str, path: str):
@@ -200,8 +248,6 @@ def create_app(explorer: Explorer, token: str | None = None) -> FastAPI:
             "predictions": len(explorer.table.pred_uri),
             "startup_seconds": round(explorer.startup_seconds, 3),
         }
-
-    return app
 
 
 def _lang_link(request: Request, code: str) -> str:

@@ -241,58 +241,11 @@ class FacetTable:
     def from_frames(cls, frames: GraphFrames) -> FacetTable:
         """The table from the results of the explorer's queries (heritage.kg.queries)."""
         records, values, preds = frames.records, frames.values, frames.predictions
-        labels, hierarchy, activities = frames.labels, frames.hierarchy, frames.activities
-        uri_to_id = dict(zip(records["r"], records["record"], strict=True))
-        for r in (*values["r"], *preds["r"]):  # a record node without an identifier
-            uri_to_id.setdefault(r, r)
-        order = sorted(uri_to_id, key=lambda u: (uri_to_id[u], u))
+        uri_to_id, order = _record_order(records, values, preds)
         rec_of = {u: i for i, u in enumerate(order)}
-        n = len(order)
-
-        is_iri = values["isIri"].astype(str).isin(["true", "1", "True"])
-        concepts = values[is_iri]
-        texts = values[~is_iri]
-        excerpts: list[dict[str, str]] = [{} for _ in range(n)]
-        for r, text, lang in zip(texts["r"], texts["value"], texts["language"], strict=True):
-            lang = lang or ""
-            text = str(text)
-            if any(c.isalpha() for c in text) and lang not in excerpts[rec_of[r]]:
-                excerpts[rec_of[r]][lang] = _excerpt(text)
-        title_of: list[dict[str, str]] = [{} for _ in range(n)]
-        titled = records[records["title"].notna()]
-        for r, text, lang in zip(titled["r"], titled["title"], titled["language"], strict=True):
-            title_of[rec_of[r]].setdefault(lang or "", str(text))
-
-        broader: dict[str, list[str]] = {}
-        for child, parent in zip(hierarchy["narrower"], hierarchy["broader"], strict=True):
-            if child != parent:
-                broader.setdefault(child, []).append(parent)
-        label_map: dict[str, dict[str, str]] = {}
-        for c, text, lang in zip(
-            labels["concept"], labels["label"], labels["language"], strict=True
-        ):
-            label_map.setdefault(c, {}).setdefault(lang or "", str(text))
-
-        facts = pd.DataFrame(
-            {
-                "rec": [rec_of[r] for r in concepts["r"]],
-                "prop": concepts["column"].astype(str).to_numpy(),
-                "concept": concepts["value"].astype(str).to_numpy(),
-                "src": CATALOGUED,
-                "conf": 1.0,
-            }
-        )
-        pred_frame = pd.DataFrame(
-            {
-                "rec": [rec_of[r] for r in preds["r"]],
-                "prop": preds["column"].astype(str).to_numpy(),
-                "concept": preds["value"].astype(str).to_numpy(),
-                "src": PREDICTED,
-                "conf": pd.to_numeric(preds["confidence"], errors="coerce")
-                .astype(float)
-                .to_numpy(),
-            }
-        )
+        titles, excerpts = _titles_and_excerpts(records, values, rec_of)
+        broader = _broader_of(frames.hierarchy)
+        facts, pred_frame = _catalogued_and_predicted(values, preds, rec_of)
         catalogued = set(zip(facts["rec"], facts["prop"], strict=True))
         facts = pd.concat([facts, pred_frame], ignore_index=True)
         facts = _with_ancestors(facts, broader)
@@ -302,29 +255,24 @@ class FacetTable:
             | set(zip(pred_frame["prop"], pred_frame["concept"], strict=True))
         )
         pv_of = {p: k for k, p in enumerate(pairs)}
-        activity_rows = _activity_rows(activities)
+        activity_rows = _activity_rows(frames.activities)
         act_of = {a["activity"]: k for k, a in enumerate(activity_rows)}
         return cls(
             record_ids=[uri_to_id[u] for u in order],
             record_uris=order,
-            titles=title_of,
+            titles=titles,
             excerpts=excerpts,
             properties=sorted({p for p, _ in pairs}),
             values=pairs,
-            labels=label_map,
+            labels=_label_map(frames.labels),
             broader=broader,
             fact_rec=facts["rec"].to_numpy(np.int32),
-            fact_pv=np.array(
-                [pv_of[p] for p in zip(facts["prop"], facts["concept"], strict=True)], np.int32
-            ),
+            fact_pv=_pv_keys(facts, pv_of),
             fact_src=facts["src"].to_numpy(np.int8),
             fact_conf=facts["conf"].to_numpy(np.float32),
             pred_uri=[str(u) for u in preds["prediction"]],
             pred_rec=pred_frame["rec"].to_numpy(np.int32),
-            pred_pv=np.array(
-                [pv_of[p] for p in zip(pred_frame["prop"], pred_frame["concept"], strict=True)],
-                np.int32,
-            ),
+            pred_pv=_pv_keys(pred_frame, pv_of),
             pred_conf=pred_frame["conf"].to_numpy(np.float32),
             pred_activity=np.array([act_of.get(a, -1) for a in preds["activity"]], np.int32),
             pred_gap=np.array(
@@ -366,6 +314,93 @@ class FacetTable:
             return None
         data["values"] = [tuple(v) for v in data["values"]]
         return cls(**data, **loaded)
+
+
+def _record_order(
+    records: pd.DataFrame, values: pd.DataFrame, preds: pd.DataFrame
+) -> tuple[dict[str, str], list[str]]:
+    """Record URI -> identifier, and the record URIs sorted by identifier: the table's row
+    order. A record node without an identifier (only values or predictions name it) is
+    identified by its URI."""
+    uri_to_id = dict(zip(records["r"], records["record"], strict=True))
+    for r in (*values["r"], *preds["r"]):
+        uri_to_id.setdefault(r, r)
+    return uri_to_id, sorted(uri_to_id, key=lambda u: (uri_to_id[u], u))
+
+
+def _titles_and_excerpts(
+    records: pd.DataFrame, values: pd.DataFrame, rec_of: dict[str, int]
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Per record, its title and an excerpt of its first text with a letter in it, by
+    language tag (``""`` for none); the first one the graph returns wins."""
+    n = len(rec_of)
+    texts = values[~_is_iri(values)]
+    excerpts: list[dict[str, str]] = [{} for _ in range(n)]
+    for r, text, lang in zip(texts["r"], texts["value"], texts["language"], strict=True):
+        lang = lang or ""
+        text = str(text)
+        if any(c.isalpha() for c in text) and lang not in excerpts[rec_of[r]]:
+            excerpts[rec_of[r]][lang] = _excerpt(text)
+    titles: list[dict[str, str]] = [{} for _ in range(n)]
+    titled = records[records["title"].notna()]
+    for r, text, lang in zip(titled["r"], titled["title"], titled["language"], strict=True):
+        titles[rec_of[r]].setdefault(lang or "", str(text))
+    return titles, excerpts
+
+
+def _is_iri(values: pd.DataFrame) -> pd.Series:
+    """Which catalogued values are concepts (IRIs) rather than texts; stores answer the
+    ``isIri`` binding as ``true``, ``1`` or ``True``."""
+    return values["isIri"].astype(str).isin(["true", "1", "True"])
+
+
+def _broader_of(hierarchy: pd.DataFrame) -> dict[str, list[str]]:
+    """Concept -> its broader concepts (a concept is never its own parent)."""
+    broader: dict[str, list[str]] = {}
+    for child, parent in zip(hierarchy["narrower"], hierarchy["broader"], strict=True):
+        if child != parent:
+            broader.setdefault(child, []).append(parent)
+    return broader
+
+
+def _label_map(labels: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """Concept -> language tag -> its first label in that language."""
+    label_map: dict[str, dict[str, str]] = {}
+    for c, text, lang in zip(labels["concept"], labels["label"], labels["language"], strict=True):
+        label_map.setdefault(c, {}).setdefault(lang or "", str(text))
+    return label_map
+
+
+def _catalogued_and_predicted(
+    values: pd.DataFrame, preds: pd.DataFrame, rec_of: dict[str, int]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The catalogued facts (confidence 1) and the predicted ones, each with columns rec,
+    prop, concept, src and conf; a confidence that is not a number becomes NaN."""
+    concepts = values[_is_iri(values)]
+    catalogued = pd.DataFrame(
+        {
+            "rec": [rec_of[r] for r in concepts["r"]],
+            "prop": concepts["column"].astype(str).to_numpy(),
+            "concept": concepts["value"].astype(str).to_numpy(),
+            "src": CATALOGUED,
+            "conf": 1.0,
+        }
+    )
+    predicted = pd.DataFrame(
+        {
+            "rec": [rec_of[r] for r in preds["r"]],
+            "prop": preds["column"].astype(str).to_numpy(),
+            "concept": preds["value"].astype(str).to_numpy(),
+            "src": PREDICTED,
+            "conf": pd.to_numeric(preds["confidence"], errors="coerce").astype(float).to_numpy(),
+        }
+    )
+    return catalogued, predicted
+
+
+def _pv_keys(facts: pd.DataFrame, pv_of: dict[tuple[str, str], int]) -> np.ndarray:
+    """The property-value index of each fact's (prop, concept)."""
+    return np.array([pv_of[p] for p in zip(facts["prop"], facts["concept"], strict=True)], np.int32)
 
 
 def _with_ancestors(facts: pd.DataFrame, broader: dict[str, list[str]]) -> pd.DataFrame:

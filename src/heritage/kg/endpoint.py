@@ -38,9 +38,20 @@ from heritage.kg.queries import GraphQueries, python_value
 from heritage.kg.terms import check_iri
 from heritage.progress import progress_bar
 
-__all__ = ["EndpointError", "PushReport", "SparqlEndpoint"]
+__all__ = ["MEDIA_TYPES", "EndpointError", "PushReport", "SparqlEndpoint"]
 
 Protocol = Literal["update", "graph-store"]
+
+#: the media type a server is asked for, per result format (``--format`` of ``heritage kg
+#: query``): SPARQL results for SELECT and ASK, RDF for CONSTRUCT and DESCRIBE
+MEDIA_TYPES = {
+    "csv": "text/csv",
+    "tsv": "text/tab-separated-values",
+    "json": "application/sparql-results+json",
+    "ttl": "text/turtle",
+    "nt": "application/n-triples",
+    "jsonld": "application/ld+json",
+}
 
 
 class EndpointError(RuntimeError):
@@ -164,6 +175,14 @@ class SparqlEndpoint(GraphQueries):
         data = urllib.parse.urlencode({"query": sparql}).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": accept}
         return self._request(self.query_url, data, headers)
+
+    def query_to(self, sparql: str, fmt: str) -> bytes:
+        """A query's results in a standard format, as :meth:`KnowledgeGraph.query_to
+        <heritage.kg.KnowledgeGraph.query_to>` gives them: ``csv``/``tsv``/``json`` for SELECT
+        and ASK, ``ttl``/``nt``/``jsonld`` for CONSTRUCT and DESCRIBE (:data:`MEDIA_TYPES`)."""
+        if fmt not in MEDIA_TYPES:
+            raise ValueError(f"unknown --format {fmt!r}; use {', '.join(MEDIA_TYPES)} or table")
+        return self.query_raw(sparql, MEDIA_TYPES[fmt])
 
     def select(self, sparql: str, *, typed: bool = True) -> pd.DataFrame:
         reply = json.loads(self.query_raw(sparql, "application/sparql-results+json"))

@@ -55,7 +55,7 @@ import pandas as pd
 
 from heritage.collection import read_csv_strings
 from heritage.kg.predictions import PREDICTION_COLUMNS, PredictionKind, normalise_predictions
-from heritage.kg.provenance import Activity, provenance_lines
+from heritage.kg.provenance import CARD_FILE, Activity, provenance_lines
 from heritage.kg.terms import (
     DCTERMS,
     HER,
@@ -193,6 +193,51 @@ class Catalogue:
         return cls(df, id_column or str(df.columns[0]), tuple(concepts), dict(literals), str(path))
 
     @classmethod
+    def for_export(
+        cls,
+        path: str | Path,
+        *,
+        id_column: str | None = None,
+        concepts: Sequence[str] = (),
+        literals: Sequence[str] = (),
+        predictions: pd.DataFrame | None = None,
+        model: str | Path | None = None,
+    ) -> Catalogue:
+        """The records CSV at ``path`` as the catalogue an export publishes beside
+        ``predictions`` (a table of :func:`~heritage.kg.read_predictions`, made by ``model``).
+
+        Columns named in ``concepts`` and ``literals`` take those roles. Without them, a
+        metadata model (a folder) gives every column the role its record spec says, as the
+        model read them; an image classifier's predicted properties that the records have
+        become concepts. Without predictions, the columns must be named."""
+        if concepts or literals or predictions is None:
+            return cls.from_csv(path, id_column, concepts, literals)
+        if model is not None and Path(model).is_dir():
+            return cls.from_model(path, model, id_column)
+        header = set(_read_records(path, nrows=0).columns)
+        predicted = [p for p in dict.fromkeys(predictions["property"]) if p in header]
+        return cls.from_csv(path, id_column, predicted)
+
+    @classmethod
+    def from_model(
+        cls, path: str | Path, model: str | Path, id_column: str | None = None
+    ) -> Catalogue:
+        """The records CSV at ``path`` with the roles of a metadata model's record spec (its
+        card.json); ``id_column`` overrides the spec's."""
+        card = Path(model) / CARD_FILE
+        try:
+            spec = json.loads(card.read_text()).get("spec")
+        except (OSError, ValueError, AttributeError):
+            spec = None
+        if not isinstance(spec, dict):
+            raise ValueError(
+                f"{card} has no record spec; name the catalogue columns with --concepts and "
+                "--literals"
+            )
+        spec = {**spec, "id_column": id_column or spec["id_column"]}
+        return cls.from_spec(_read_records(path), spec, str(path))
+
+    @classmethod
     def from_spec(cls, df: pd.DataFrame, spec: Any, source: str = "<records>") -> Catalogue:
         """Roles from a metadata model's :class:`~heritage.metadata.RecordSpec` (or its
         ``to_dict()``, as in the model's card.json): properties and categorical tabular
@@ -216,6 +261,15 @@ class Catalogue:
             else:
                 concepts.append(col)
         return cls(df, spec["id_column"], tuple(concepts), literals, source)
+
+
+def _read_records(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
+    """A records CSV as strings; a missing or unreadable file is an error naming it."""
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise FileNotFoundError(f"Records file {path} not found; check the path.")
+    hint = "save it as UTF-8 CSV with a header row."
+    return read_csv_strings(path, ValueError, f"Records file {path}", hint, nrows=nrows)
 
 
 @dataclass

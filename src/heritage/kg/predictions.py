@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from heritage.collection import read_csv_strings
+from heritage.prediction_table import PREDICTION_COLUMNS, STATUSES
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -32,21 +33,6 @@ __all__ = [
     "normalise_predictions",
     "read_predictions",
 ]
-
-# the layout of heritage.metadata's prediction table, repeated here so that reading
-# predictions does not import the learning stack (torch, LightGBM: seconds); a test keeps
-# the two in step
-PREDICTION_COLUMNS = (
-    "record",
-    "property",
-    "value",
-    "confidence",
-    "alternatives",
-    "modalities",
-    "status",
-    "catalogued",
-)
-STATUSES = ("predicted", "catalogued", "no prediction")
 
 PredictionKind = Literal["auto", "metadata", "classifier"]
 _METADATA_REQUIRED = ("record", "property", "value", "confidence")

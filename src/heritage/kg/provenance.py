@@ -94,6 +94,12 @@ class ModelEntity:
         created = card.get("created") or card.get("provenance", {}).get("created")
         return cls(name, sha, kind, _iso(created) if created else None, tuple(map(str, files)))
 
+    @property
+    def command(self) -> str:
+        """The heritage command that predicts with a model of this kind: the label of a
+        prediction run's activity."""
+        return "heritage metadata predict" if self.kind == "metadata" else "heritage predict"
+
 
 @dataclass(frozen=True)
 class Activity:

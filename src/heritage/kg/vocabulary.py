@@ -13,7 +13,7 @@ and loading it twice into a store adds nothing the second time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -163,6 +163,19 @@ class Vocabulary:
         if path.suffix.lower() in (".csv", ".tsv"):
             return cls.from_table(path, prop)
         return cls.from_skos(path, prop)
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[str]) -> Vocabulary | None:
+        """The union of vocabularies named ``[PROPERTY=]FILE`` (the scope before ``=`` is
+        optional; a file whose own name holds ``=`` is taken whole); None when none is named."""
+        vocab = None
+        for spec in specs:
+            scope, file = (
+                (None, spec) if "=" not in spec or Path(spec).is_file() else spec.split("=", 1)
+            )
+            loaded = cls.load(file, scope or None)
+            vocab = loaded if vocab is None else vocab | loaded
+        return vocab
 
     @classmethod
     def from_table(cls, path: str | Path, prop: str | None = None) -> Vocabulary:

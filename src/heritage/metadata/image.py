@@ -94,21 +94,10 @@ class ImageFeatureStore:
         self._model: Any = None
 
     def _backbone(self) -> tuple[Any, Any, Any]:
-        from heritage.backbones import frozen_feature_extractor
-        from heritage.runtime import resolve_device
+        from heritage.backbones import frozen_feature_extractor_for
 
         if self._model is None:
-            cfg = self.config
-            device = resolve_device(cfg.device)
-            model, prep = frozen_feature_extractor(
-                cfg.backbone,
-                weights=cfg.weights,
-                pretrained=cfg.pretrained,
-                device=device,
-                image_size=cfg.image_size,
-                resize_mode=cfg.resize_mode,
-            )
-            self._model = (model, prep, device)
+            self._model = frozen_feature_extractor_for(self.config)
         return self._model
 
     def compute(self, paths: list[str]) -> None:

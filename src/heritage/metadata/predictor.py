@@ -58,6 +58,7 @@ from heritage.metadata.persist import (
 from heritage.metadata.records import RecordError, RecordSpec, RecordTable
 from heritage.metadata.tabular import TabularConfig, TabularModel
 from heritage.metadata.text import EncoderText, TfidfText
+from heritage.prediction_table import PREDICTION_COLUMNS, STATUSES
 from heritage.progress import progress_bar
 
 __all__ = [
@@ -72,17 +73,6 @@ __all__ = [
 ]
 
 MODALITY_NAMES = ("tfidf", "flat", "use", "e5", "tabular", "image", "image_multitask")
-STATUSES = ("predicted", "catalogued", "no prediction")
-PREDICTION_COLUMNS = (
-    "record",
-    "property",
-    "value",
-    "confidence",
-    "alternatives",
-    "modalities",
-    "status",
-    "catalogued",
-)
 # a saved predictor: its structure as JSON, its arrays in safetensors (nothing that runs code
 # when opened, see heritage.metadata.persist), and its card
 STATE_FILE = "predictor.json"
@@ -403,27 +393,9 @@ class MetadataPredictor:
             list(STACKER_KINDS) if cfg.stacker == "auto" else [cast(StackerKind, cfg.stacker)]
         )
         k = len(classes)
-
-        def stacker(kind: StackerKind) -> Stacker:
-            return Stacker(kind, k, modality_dropout=cfg.modality_dropout, seed=cfg.seed)
-
-        held_proba: dict[str, np.ndarray] = {}
-        fitted: dict[str, Stacker] = {}
-        if held is not None:
-            data, held_blocks, hy = "validation", held[0], held[1]
-            for kind in kinds:
-                fitted[kind] = stacker(kind).fit(blocks, y)
-                held_proba[kind] = fitted[kind].predict_proba(held_blocks)
-        else:
-            # the out-of-fold inputs are already held out for the modalities
-            data, held_blocks, hy = "cross-validation", blocks, y
-            n_folds = min(cfg.folds, len(y))
-            for kind in kinds:
-                proba = np.full((len(y), k), np.nan)
-                for fit_idx, held_idx in fold_indices(len(y), n_folds, cfg.seed + 1):
-                    st = stacker(kind).fit([b[fit_idx] for b in blocks], y[fit_idx])
-                    proba[held_idx] = st.predict_proba([b[held_idx] for b in blocks])
-                held_proba[kind] = proba
+        data, held_blocks, hy, held_proba, fitted = self._held_out_stackers(
+            kinds, k, blocks, y, held
+        )
         scores = {kind: _macro_f1(hy, held_proba[kind], classes) for kind in kinds}
         # the default stacker stays unless another candidate beats it clearly: picking the
         # top held-out score among many close candidates mostly picks noise (silknow: four
@@ -433,19 +405,12 @@ class MetadataPredictor:
         best = cast(StackerKind, _clear_winner(reference, scores, p_better))
         names = [m.name for m in self.modalities_]
         if cfg.select_modalities and len(names) > 1:
-            for i, name in enumerate(names):
-                own = held_blocks[i]
-                here = ~np.isnan(own).any(axis=1)
-                proba = held_proba[best].copy()
-                proba[here] = own[here]
-                held_proba[name] = proba
-                scores[name] = _macro_f1(hy, proba, classes)
-            singles = [best, *names]
-            p_better |= _p_better(hy, held_proba, best, singles, cfg.seed)
-            chosen = _clear_winner(best, {c: scores[c] for c in singles}, p_better)
+            chosen = self._challenge_with_modalities(
+                best, names, held_blocks, hy, classes, held_proba, scores, p_better
+            )
         else:
             chosen = best
-        fusion: Stacker | ModalityChoice = fitted.get(best) or stacker(best).fit(blocks, y)
+        fusion: Stacker | ModalityChoice = fitted.get(best) or self._stacker(best, k).fit(blocks, y)
         if chosen not in kinds:  # a single modality, the best stacker where it is absent
             fusion = ModalityChoice(names.index(chosen), chosen, fusion)
         self.stackers_[prop] = fusion
@@ -457,8 +422,76 @@ class MetadataPredictor:
             "data": data,
             "n": len(hy),
         }
+        self._calibrate(prop, held_proba[chosen], hy, data)
 
-        before = held_proba[chosen]
+    def _stacker(self, kind: StackerKind, n_classes: int) -> Stacker:
+        """An unfitted stacker of ``kind`` with the fusion's dropout and seed."""
+        cfg = self.fusion
+        return Stacker(kind, n_classes, modality_dropout=cfg.modality_dropout, seed=cfg.seed)
+
+    def _held_out_stackers(
+        self,
+        kinds: list[StackerKind],
+        k: int,
+        blocks: list[np.ndarray],
+        y: np.ndarray,
+        held: tuple[list[np.ndarray], np.ndarray] | None,
+    ) -> tuple[
+        str, list[np.ndarray], np.ndarray, dict[str, np.ndarray], dict[StackerKind, Stacker]
+    ]:
+        """Each stacker kind's probabilities on held-out data: the validation records when
+        there are some (the stackers fitted on all of ``blocks`` are returned for reuse),
+        else cross-validated on the out-of-fold inputs, which are already held out for the
+        modalities. Returns which data it was, its blocks and targets, the probabilities
+        per kind, and the fitted stackers."""
+        cfg = self.fusion
+        held_proba: dict[str, np.ndarray] = {}
+        fitted: dict[StackerKind, Stacker] = {}
+        if held is not None:
+            held_blocks, hy = held
+            for kind in kinds:
+                fitted[kind] = self._stacker(kind, k).fit(blocks, y)
+                held_proba[kind] = fitted[kind].predict_proba(held_blocks)
+            return "validation", held_blocks, hy, held_proba, fitted
+        n_folds = min(cfg.folds, len(y))
+        for kind in kinds:
+            proba = np.full((len(y), k), np.nan)
+            for fit_idx, held_idx in fold_indices(len(y), n_folds, cfg.seed + 1):
+                st = self._stacker(kind, k).fit([b[fit_idx] for b in blocks], y[fit_idx])
+                proba[held_idx] = st.predict_proba([b[held_idx] for b in blocks])
+            held_proba[kind] = proba
+        return "cross-validation", blocks, y, held_proba, fitted
+
+    def _challenge_with_modalities(
+        self,
+        best: str,
+        names: list[str],
+        held_blocks: list[np.ndarray],
+        hy: np.ndarray,
+        classes: list[str],
+        held_proba: dict[str, np.ndarray],
+        scores: dict[str, float],
+        p_better: dict[str, float],
+    ) -> str:
+        """The best stacker unless a single modality clearly beats it. A modality is scored
+        as it would predict: its own probabilities where it has any, the stacker's where it
+        is absent. Adds each modality's held-out probabilities, score and share of bootstrap
+        wins to ``held_proba``, ``scores`` and ``p_better``."""
+        for i, name in enumerate(names):
+            own = held_blocks[i]
+            here = ~np.isnan(own).any(axis=1)
+            proba = held_proba[best].copy()
+            proba[here] = own[here]
+            held_proba[name] = proba
+            scores[name] = _macro_f1(hy, proba, classes)
+        singles = [best, *names]
+        p_better |= _p_better(hy, held_proba, best, singles, self.fusion.seed)
+        return _clear_winner(best, {c: scores[c] for c in singles}, p_better)
+
+    def _calibrate(self, prop: str, before: np.ndarray, hy: np.ndarray, data: str) -> None:
+        """Fit ``prop``'s calibrator (if any) on the chosen fusion's held-out probabilities
+        ``before`` and record the ECE before and after in ``calibration_``."""
+        cfg = self.fusion
         info: dict[str, Any] = {
             "method": cfg.calibration,
             "data": data,
@@ -751,3 +784,50 @@ def _json(obj: Any) -> Any:
     if isinstance(obj, (tuple, set)):
         return list(obj)
     return str(obj)
+
+
+def read_image_options(path: str | Path, name: str) -> dict[str, Any]:
+    """Options of image modality ``name`` (``image``, ``image_multitask``) from a YAML file:
+    its own section when the file has sections (one file can set both modalities), else the
+    whole mapping. A missing file, or one that is not a mapping, is an error naming it."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image config not found: {path}")
+    try:
+        options = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: the image config must be a YAML mapping of option: value")
+    if {"image", "image_multitask"} & set(options):
+        return dict(options.get(name) or {})
+    return options
+
+
+def chosen_modalities(
+    names: Sequence[str] | None,
+    table: RecordTable,
+    *,
+    seed: int = 0,
+    image_config: str | Path | None = None,
+    fine_tunes: str | Path = "fine-tunes",
+) -> list[Any] | None:
+    """What :class:`MetadataPredictor` is given: the modalities ``names`` (None: those the
+    table can feed, :func:`default_modalities`), the image ones built with the options of
+    ``image_config`` (:func:`read_image_options`). A fine-tuned image modality keeps its
+    progress in ``fine_tunes`` unless the file says otherwise, so that a killed fit, rerun,
+    resumes it. Only names (None when none was given) when no image modality needs options."""
+    if image_config is None and "image_multitask" not in (names or []):
+        return list(names) if names else None
+    out: list[Any] = []
+    for name in names or default_modalities(table):
+        if name not in ("image", "image_multitask"):
+            out.append(name)
+            continue
+        options = read_image_options(image_config, name) if image_config is not None else {}
+        if name == "image_multitask":
+            options.setdefault("checkpoint_dir", str(fine_tunes))
+        out.append(make_modality(name, seed=seed, **options))
+    return out

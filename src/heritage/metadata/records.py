@@ -22,9 +22,13 @@ import numpy as np
 import pandas as pd
 
 from heritage.collection import (
+    SPLITS,
+    _extra_labels_line,
+    _format_problems,
     _known_spelling,
     _labels_table,
     _latest_labels,
+    _normalise_split,
     read_csv_strings,
 )
 
@@ -38,26 +42,11 @@ __all__ = [
     "read_records_csv",
 ]
 
-SPLITS = ("train", "val", "test")
-_SPLIT_SYNONYMS = {"valid": "val", "validation": "val", "dev": "val"}
-_MAX_LINES = 20
 _IMAGE_NAMES = ("image", "images", "image_path", "image_paths", "path", "paths")
 
 
 class RecordError(ValueError):
     """Raised when a record table cannot be used; the message lists every problem found."""
-
-
-def _format_problems(header: str, problems: Sequence[str], limit: int = _MAX_LINES) -> str:
-    lines = [header, *(f"  - {p}" for p in problems[:limit])]
-    if len(problems) > limit:
-        lines.append(f"  ... and {len(problems) - limit} more")
-    return "\n".join(lines)
-
-
-def _normalise_split(value: str) -> str:
-    v = value.strip().lower()
-    return _SPLIT_SYNONYMS.get(v, v)
 
 
 def read_records_csv(path: str | Path, nrows: int | None = None) -> pd.DataFrame:
@@ -233,17 +222,102 @@ class ExtraLabelsReport:
 
     def summary(self) -> str:
         """One line for the command line."""
-        parts = [
-            f"{self.filled} filled",
-            f"{self.kept_catalogued} kept catalogued",
-            f"{self.unknown_record} unknown record",
-            f"{self.other_property} other property",
+        return _extra_labels_line(
+            self.source,
+            [
+                (self.filled, "filled"),
+                (self.kept_catalogued, "kept catalogued"),
+                (self.unknown_record, "unknown record"),
+                (self.other_property, "other property"),
+            ],
+            [
+                (self.no_value, "without a value"),
+                (self.superseded, "superseded by a later review"),
+            ],
+        )
+
+
+def _needed_columns(spec: RecordSpec, require_properties: bool) -> list[tuple[str, str]]:
+    """(role, column) of every column ``spec`` needs, for a message that says what each
+    missing one was for; property columns only when ``require_properties``."""
+    needed = [("id", spec.id_column)]
+    needed += [("text", c) for c in spec.text_columns]
+    needed += [("image", c) for c in spec.image_columns]
+    needed += [("tabular", c) for c in spec.tabular_columns]
+    if spec.language_column:
+        needed.append(("language", spec.language_column))
+    if spec.split_column:
+        needed.append(("split", spec.split_column))
+    if require_properties:
+        needed += [("property", c) for c in spec.properties]
+    return needed
+
+
+def _spec_frame(
+    df: pd.DataFrame, spec: RecordSpec, needed: list[str], columns: list[str]
+) -> pd.DataFrame:
+    """The ``needed`` columns and every property column as stripped strings (``""`` for an
+    empty cell); a property column the table lacks is unknown (``""``) throughout."""
+    frame = pd.DataFrame(index=range(len(df)))
+    keep_cols = needed + [c for c in spec.properties if c in columns]
+    for col in dict.fromkeys(keep_cols):
+        frame[col] = (
+            df[col].fillna("").astype(str).str.strip().to_numpy(dtype=object)
+            if col in columns
+            else ""
+        )
+    for col in spec.properties:
+        if col not in frame:
+            frame[col] = ""
+    return frame
+
+
+def _split_records(
+    frame: pd.DataFrame,
+    rows: np.ndarray,
+    split_column: str,
+    ignore_splits: Sequence[str],
+    source: str,
+) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """The records left once ``ignore_splits`` are dropped, with split names normalised
+    (``valid`` -> ``val``), their row numbers, and one problem per unknown split name."""
+    splits = frame[split_column].map(_normalise_split)
+    ignored = {_normalise_split(s) for s in ignore_splits}
+    keep = ~splits.isin(ignored).to_numpy()
+    frame, splits, rows = frame[keep].reset_index(drop=True), splits[keep], rows[keep]
+    if len(frame) == 0:
+        raise RecordError(f"{source}: every row has a split in {tuple(ignore_splits)}.")
+    bad = ~splits.isin(SPLITS).to_numpy()
+    problems = [
+        f"row {r}: {split_column!r} value {v!r} is not one of {', '.join(SPLITS)} (or dev/valid)"
+        for r, v in zip(rows[bad], frame[split_column].to_numpy()[bad], strict=True)
+    ]
+    frame[split_column] = splits.to_numpy(dtype=object)
+    return frame, rows, problems
+
+
+def _id_problems(ids: np.ndarray, rows: np.ndarray, spec: RecordSpec) -> list[str]:
+    """Empty ids, and each repeated id once with every row it is on."""
+    problems = [f"row {r}: empty id in {spec.id_column!r}" for r in rows[ids == ""]]
+    dup = pd.Series(ids).duplicated(keep=False).to_numpy() & (ids != "")
+    if dup.any():
+        first: dict[str, list[int]] = {}
+        for r, v in zip(rows[dup], ids[dup], strict=True):
+            first.setdefault(v, []).append(int(r))
+        problems += [
+            f"id {v!r} appears on rows {', '.join(map(str, rs))}; ids must be unique"
+            for v, rs in first.items()
         ]
-        if self.no_value:
-            parts.append(f"{self.no_value} without a value")
-        if self.superseded:
-            parts.append(f"{self.superseded} superseded by a later review")
-        return f"extra labels from {self.source}: " + ", ".join(parts)
+    return problems
+
+
+def _language_problems(frame: pd.DataFrame, rows: np.ndarray, spec: RecordSpec) -> list[str]:
+    """Records with a text but no language: which encoder or stemmer applies is unknown."""
+    has_text = np.zeros(len(frame), dtype=bool)
+    for col in spec.text_columns:
+        has_text |= (frame[col] != "").to_numpy()
+    no_lang = has_text & (frame[spec.language_column] == "").to_numpy()
+    return [f"row {r}: a text but no language in {spec.language_column!r}" for r in rows[no_lang]]
 
 
 @dataclass(eq=False)
@@ -301,16 +375,7 @@ class RecordTable:
         """
         columns = [str(c) for c in df.columns]
         available = ", ".join(repr(c) for c in columns)
-        needed = [("id", spec.id_column)]
-        needed += [("text", c) for c in spec.text_columns]
-        needed += [("image", c) for c in spec.image_columns]
-        needed += [("tabular", c) for c in spec.tabular_columns]
-        if spec.language_column:
-            needed.append(("language", spec.language_column))
-        if spec.split_column:
-            needed.append(("split", spec.split_column))
-        if require_properties:
-            needed += [("property", c) for c in spec.properties]
+        needed = _needed_columns(spec, require_properties)
         missing = [f"{role} column {col!r}" for role, col in needed if col not in columns]
         if missing:
             raise RecordError(
@@ -319,55 +384,16 @@ class RecordTable:
         if len(df) == 0:
             raise RecordError(f"{source} has no data rows; add one row per record.")
 
-        frame = pd.DataFrame(index=range(len(df)))
-        keep_cols = [c for _, c in needed] + [c for c in spec.properties if c in columns]
-        for col in dict.fromkeys(keep_cols):
-            frame[col] = (
-                df[col].fillna("").astype(str).str.strip().to_numpy(dtype=object)
-                if col in columns
-                else ""
-            )
-        for col in spec.properties:
-            if col not in frame:
-                frame[col] = ""
+        frame = _spec_frame(df, spec, [c for _, c in needed], columns)
         rows = np.arange(1, len(df) + 1, dtype=np.int64)
-
         problems: list[str] = []
         if spec.split_column:
-            splits = frame[spec.split_column].map(_normalise_split)
-            ignored = {_normalise_split(s) for s in ignore_splits}
-            keep = ~splits.isin(ignored).to_numpy()
-            frame, splits, rows = frame[keep].reset_index(drop=True), splits[keep], rows[keep]
-            if len(frame) == 0:
-                raise RecordError(f"{source}: every row has a split in {tuple(ignore_splits)}.")
-            bad = ~splits.isin(SPLITS).to_numpy()
-            problems += [
-                f"row {r}: {spec.split_column!r} value {v!r} is not one of "
-                f"{', '.join(SPLITS)} (or dev/valid)"
-                for r, v in zip(rows[bad], frame[spec.split_column].to_numpy()[bad], strict=True)
-            ]
-            frame[spec.split_column] = splits.to_numpy(dtype=object)
-
-        ids = frame[spec.id_column].to_numpy(dtype=object)
-        problems += [f"row {r}: empty id in {spec.id_column!r}" for r in rows[ids == ""]]
-        dup = pd.Series(ids).duplicated(keep=False).to_numpy() & (ids != "")
-        if dup.any():
-            first: dict[str, list[int]] = {}
-            for r, v in zip(rows[dup], ids[dup], strict=True):
-                first.setdefault(v, []).append(int(r))
-            problems += [
-                f"id {v!r} appears on rows {', '.join(map(str, rs))}; ids must be unique"
-                for v, rs in first.items()
-            ]
+            frame, rows, problems = _split_records(
+                frame, rows, spec.split_column, ignore_splits, source
+            )
+        problems += _id_problems(frame[spec.id_column].to_numpy(dtype=object), rows, spec)
         if spec.language_column:
-            has_text = np.zeros(len(frame), dtype=bool)
-            for col in spec.text_columns:
-                has_text |= (frame[col] != "").to_numpy()
-            no_lang = has_text & (frame[spec.language_column] == "").to_numpy()
-            problems += [
-                f"row {r}: a text but no language in {spec.language_column!r}"
-                for r in rows[no_lang]
-            ]
+            problems += _language_problems(frame, rows, spec)
         if problems:
             raise RecordError(
                 _format_problems(
@@ -498,3 +524,20 @@ class RecordTable:
     def tabular(self) -> pd.DataFrame:
         """The tabular columns (strings, ``""`` unknown)."""
         return self.frame[list(self.spec.tabular_columns)]
+
+
+def text_columns_from(items: Sequence[str] | None) -> dict[str, str] | None:
+    """``COLUMN:LANG`` items as :attr:`RecordSpec.text_columns`; a bare ``text_xx`` takes its
+    language from the suffix, any other column must name its language. None stays None
+    (every ``text_<lang>`` column, :meth:`RecordSpec.infer`)."""
+    if items is None:
+        return None
+    out = {}
+    for item in items:
+        column, _, lang = item.partition(":")
+        if not lang and column.startswith("text_"):
+            lang = column.removeprefix("text_")
+        if not lang:
+            raise ValueError(f"text column {column!r}: give its language as {column}:LANG")
+        out[column] = lang
+    return out

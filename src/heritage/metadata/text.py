@@ -423,25 +423,25 @@ class CharTfidf(TfidfVectorizer):
     def _pruned_to_nothing(self, exc: ValueError) -> bool:
         return self.min_df != 1 and "no terms remain" in str(exc)
 
-    def fit(self, raw_documents: Any, y: Any = None) -> CharTfidf:
+    def _keeping_every_ngram(
+        self, fit: Callable[[list, Any], Any], raw_documents: Any, y: Any
+    ) -> Any:
+        """``fit(documents, y)``, once more with ``min_df=1`` if pruning left no term (the
+        documents are listed first, since a generator would be spent by the first try)."""
         documents = list(raw_documents)
         try:
-            return super().fit(documents, y)
+            return fit(documents, y)
         except ValueError as exc:
             if not self._pruned_to_nothing(exc):
                 raise
             self.set_params(min_df=1)
-            return super().fit(documents, y)
+            return fit(documents, y)
+
+    def fit(self, raw_documents: Any, y: Any = None) -> CharTfidf:
+        return self._keeping_every_ngram(super().fit, raw_documents, y)
 
     def fit_transform(self, raw_documents: Any, y: Any = None) -> Any:
-        documents = list(raw_documents)
-        try:
-            return super().fit_transform(documents, y)
-        except ValueError as exc:
-            if not self._pruned_to_nothing(exc):
-                raise
-            self.set_params(min_df=1)
-            return super().fit_transform(documents, y)
+        return self._keeping_every_ngram(super().fit_transform, raw_documents, y)
 
 
 def char_tfidf(config: TfidfConfig, n_docs: int) -> TfidfVectorizer:

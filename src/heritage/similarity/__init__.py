@@ -32,7 +32,7 @@ from heritage.similarity.ensemble import (
 from heritage.similarity.index import SimilarityIndex
 from heritage.similarity.items import ItemTable
 from heritage.similarity.learn import HeadConfig, TripletEmbedding
-from heritage.similarity.model import SimilarityConfig, SimilarityModel
+from heritage.similarity.model import SimilarityConfig, SimilarityModel, pretrained_agreement
 from heritage.similarity.search import build_index, hits_html, list_images, search_similar
 from heritage.similarity.triplets import (
     Agreement,
@@ -69,5 +69,6 @@ __all__ = [
     "list_images",
     "margins_from_embeddings",
     "normalise",
+    "pretrained_agreement",
     "search_similar",
 ]

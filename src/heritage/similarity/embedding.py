@@ -102,20 +102,9 @@ class ImageEmbedder:
     # ------------------------------------------------------------------ backbone
     def _backbone(self) -> tuple[nn.Module, Any, torch.device]:
         if self._parts is None:
-            from heritage.backbones import frozen_feature_extractor
-            from heritage.runtime import resolve_device
+            from heritage.backbones import frozen_feature_extractor_for
 
-            cfg = self.config
-            device = resolve_device(cfg.device)
-            model, prep = frozen_feature_extractor(
-                cfg.backbone,
-                weights=cfg.weights,
-                pretrained=cfg.pretrained,
-                device=device,
-                image_size=cfg.image_size,
-                resize_mode=cfg.resize_mode,
-            )
-            self._parts = (model, prep, device)
+            self._parts = frozen_feature_extractor_for(self.config)
         return self._parts
 
     @property

@@ -11,9 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heritage.collection import IMAGE_SUFFIXES, read_csv_strings
 from heritage.similarity.triplets import TripletError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from heritage.similarity.embedding import EmbeddingConfig
 
 __all__ = ["ItemTable"]
 
@@ -34,6 +40,29 @@ class ItemTable:
         if group not in self.images:
             raise TripletError(f"{self.source}: no image column {group!r}; have {self.groups}")
         return list(self.images[group])
+
+    def features(
+        self,
+        embedding: EmbeddingConfig,
+        cache_dir: str | Path,
+        ids: Sequence[str] | None = None,
+        groups: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Image features per group (default: every group), one row per id in ``ids`` order
+        (default: the table's), embedded with ``embedding`` and cached in ``cache_dir``. An
+        id the table lacks is an error: a saved model's items must all be there."""
+        from heritage.similarity.embedding import ImageEmbedder
+
+        ids = self.ids if ids is None else ids
+        position = {i: n for n, i in enumerate(self.ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise ValueError(f"{self.source} lacks the model's item ids, e.g. {missing[:5]}")
+        embedder = ImageEmbedder(embedding, cache_dir)
+        return {
+            g: embedder.features([self.paths(g)[position[i]] for i in ids], f"features {g}")
+            for g in (self.groups if groups is None else groups)
+        }
 
     @classmethod
     def from_csv(

@@ -87,6 +87,15 @@ def _as_views(features: Views) -> list[torch.Tensor]:
     return views
 
 
+def _epoch_info(record: dict, best: float) -> str:
+    """The progress bar's text after an epoch: its loss, and its validation agreement (with
+    the best so far) when it was validated."""
+    info = f"loss {record['loss']:.4f}"
+    if "val_agreement" in record:
+        info += f" · val agreement {record['val_agreement']:.4f} (best {best:.4f})"
+    return info
+
+
 class TripletEmbedding:
     """Projection head (optionally with the backbone's last stages) trained on triplets.
 
@@ -198,17 +207,7 @@ class TripletEmbedding:
         gen = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         stages = copy.deepcopy(self.stages) if self.stages is not None else None
-        with torch.no_grad():  # standardise with the statistics of every item in every view
-            pooled = torch.cat([self._pooled(v, stages) for v in views])
-        self.mean_ = pooled.mean(0)
-        # dividing by sqrt(D) as well keeps initial distances O(1) whatever the width
-        self.scale_ = (pooled.std(0) + 1e-6) * pooled.shape[1] ** 0.5
-        width = pooled.shape[1]
-        head = (
-            nn.Sequential(nn.Linear(width, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.dim))
-            if cfg.hidden
-            else nn.Linear(width, cfg.dim)
-        )
+        head = self._new_head(self._standardise(views, stages))
         log_scale = nn.Parameter(torch.tensor(2.0))
         groups = [
             {"params": [*head.parameters(), log_scale], "lr": cfg.lr},
@@ -236,25 +235,8 @@ class TripletEmbedding:
                 total = 0.0
                 for start in range(0, n, bs):
                     index = order[start : start + bs]
-                    batch = triplets.subset(index)
                     weight = torch.as_tensor(weights[index], dtype=torch.float32)
-                    used = np.unique(np.concatenate([batch.reference, batch.closer, batch.farther]))
-                    local = np.full(len(triplets.items), -1, dtype=np.int64)
-                    local[used] = np.arange(len(used))
-                    batch = TripletTable(
-                        triplets.items,
-                        local[batch.reference],
-                        local[batch.closer],
-                        local[batch.farther],
-                        batch.votes_closer,
-                        batch.votes_farther,
-                    )
-                    embedded = [self._embed(v[used], stages, head) for v in views]
-                    loss = sum(self._loss(e, batch, log_scale, weight) for e in embedded) / len(
-                        embedded
-                    )
-                    if len(embedded) > 1 and cfg.align_views > 0:
-                        loss = loss + cfg.align_views * self._misalignment(embedded)
+                    loss = self._batch_loss(triplets, index, views, weight, stages, head, log_scale)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -267,10 +249,7 @@ class TripletEmbedding:
                     if score > best[0]:
                         best = (score, epoch, self._snapshot(head, stages, log_scale))
                 self.history_.append(record)
-                info = f"loss {record['loss']:.4f}"
-                if "val_agreement" in record:
-                    info += f" · val agreement {record['val_agreement']:.4f} (best {best[0]:.4f})"
-                bar.update(task, advance=1, info=info)
+                bar.update(task, advance=1, info=_epoch_info(record, best[0]))
         if best[2] is not None:
             head, stages, log_value = best[2]
             self.best_epoch_ = best[1]
@@ -278,6 +257,55 @@ class TripletEmbedding:
             log_value, self.best_epoch_ = float(log_scale.detach()), cfg.epochs
         self.head_, self.stages_, self.log_scale_ = head, stages, float(log_value)
         return self
+
+    def _standardise(self, views: list[torch.Tensor], stages: nn.Module | None) -> int:
+        """Set ``mean_`` and ``scale_`` from every item in every view and return the pooled
+        width. Dividing by sqrt(width) as well keeps initial distances O(1) whatever the width."""
+        with torch.no_grad():
+            pooled = torch.cat([self._pooled(v, stages) for v in views])
+        self.mean_ = pooled.mean(0)
+        self.scale_ = (pooled.std(0) + 1e-6) * pooled.shape[1] ** 0.5
+        return pooled.shape[1]
+
+    def _new_head(self, width: int) -> nn.Module:
+        """A freshly initialised head (from torch's global generator, seeded by :meth:`fit`)."""
+        cfg = self.config
+        if cfg.hidden:
+            return nn.Sequential(
+                nn.Linear(width, cfg.hidden), nn.GELU(), nn.Linear(cfg.hidden, cfg.dim)
+            )
+        return nn.Linear(width, cfg.dim)
+
+    def _batch_loss(
+        self,
+        triplets: TripletTable,
+        index: np.ndarray,
+        views: list[torch.Tensor],
+        weight: torch.Tensor,
+        stages: nn.Module | None,
+        head: nn.Module,
+        log_scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """The loss of triplets ``index``, averaged over the views, plus the penalty for views
+        that disagree. Only the items these triplets use are embedded: a forward pass over
+        every item would cost far more than the step itself."""
+        batch = triplets.subset(index)
+        used = np.unique(np.concatenate([batch.reference, batch.closer, batch.farther]))
+        local = np.full(len(triplets.items), -1, dtype=np.int64)
+        local[used] = np.arange(len(used))
+        batch = TripletTable(
+            triplets.items,
+            local[batch.reference],
+            local[batch.closer],
+            local[batch.farther],
+            batch.votes_closer,
+            batch.votes_farther,
+        )
+        embedded = [self._embed(v[used], stages, head) for v in views]
+        loss = sum(self._loss(e, batch, log_scale, weight) for e in embedded) / len(embedded)
+        if len(embedded) > 1 and self.config.align_views > 0:
+            loss = loss + self.config.align_views * self._misalignment(embedded)
+        return loss
 
     @staticmethod
     def _snapshot(head: nn.Module, stages: nn.Module | None, log_scale: torch.Tensor):

@@ -36,10 +36,17 @@ from heritage.similarity.ensemble import (
     ReliabilityConfig,
     ReliabilityWeighted,
 )
+from heritage.similarity.items import ItemTable
 from heritage.similarity.learn import HeadConfig, TripletEmbedding
 from heritage.similarity.triplets import Agreement, TripletTable
 
-__all__ = ["CONTEXT_KINDS", "SimilarityConfig", "SimilarityModel"]
+__all__ = [
+    "CONTEXT_KINDS",
+    "SimilarityConfig",
+    "SimilarityModel",
+    "pretrained_agreement",
+    "read_card",
+]
 
 CONTEXT_KINDS = ("groups", "column", "clusters")
 
@@ -223,14 +230,29 @@ class SimilarityModel:
         return folder
 
     @classmethod
+    def open(
+        cls,
+        folder: str | Path,
+        items: ItemTable,
+        cache_dir: str | Path,
+        device: str | None = None,
+    ) -> SimilarityModel:
+        """A saved model with its items' features computed from ``items`` (the item table it
+        was fitted on, or one holding the same ids) with the model's own embedding, on
+        ``device`` when given, cached in ``cache_dir``."""
+        card = read_card(folder)
+        embedding = EmbeddingConfig.from_dict(card["embedding"])
+        if device:
+            embedding = EmbeddingConfig(**{**embedding.to_dict(), "device": device})
+        features = items.features(embedding, cache_dir, card["items"], card["groups"])
+        return cls.load(folder, features)
+
+    @classmethod
     def load(cls, folder: str | Path, features: Mapping[str, np.ndarray]) -> SimilarityModel:
         """A saved model, with the features of its items recomputed by the caller (same
         groups, same item order: ``card["items"]``)."""
         folder = Path(folder)
-        card_path = folder / "similarity.json"
-        if not card_path.is_file():
-            raise FileNotFoundError(f"{folder} is not a similarity model (no similarity.json)")
-        card = json.loads(card_path.read_text())
+        card = read_card(folder)
         config = SimilarityConfig.from_dict(card["config"])
         model = cls(config, EmbeddingConfig(**card["embedding"]))
         model.items_ = tuple(card["items"])
@@ -254,3 +276,26 @@ class SimilarityModel:
         model.train_ = TripletTable.from_csv(folder / "train_triplets.csv", model.items_)
         model._fit_ensembles()
         return model
+
+
+def read_card(folder: str | Path) -> dict:
+    """A saved model's ``similarity.json``: its configuration, embedding, items (in the order
+    of its features' rows) and image groups."""
+    path = Path(folder) / "similarity.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a similarity model (no similarity.json)")
+    return json.loads(path.read_text())
+
+
+def pretrained_agreement(
+    items: ItemTable, triplets: TripletTable, embedding: EmbeddingConfig, cache_dir: str | Path
+) -> dict[str, Agreement]:
+    """How far the pretrained embedding, before any learning, agrees with ``triplets``: per
+    image group (``pretrained_<group>``) and, with several groups, all of them together
+    (``pretrained_embedding``). The baseline a fitted model must beat."""
+    features = items.features(embedding, cache_dir)
+    triplets = triplets.with_items(items.ids)
+    scores = {f"pretrained_{g}": Member(g, f).agreement(triplets) for g, f in features.items()}
+    if len(features) > 1:
+        scores["pretrained_embedding"] = Member("all", list(features.values())).agreement(triplets)
+    return scores

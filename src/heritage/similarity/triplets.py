@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from heritage.collection import _format_problems
+
 __all__ = [
     "Agreement",
     "TripletError",
@@ -32,18 +34,10 @@ __all__ = [
 
 REQUIRED = ("reference", "closer", "farther")
 VOTES = ("votes_closer", "votes_farther")
-_MAX_LINES = 20
 
 
 class TripletError(ValueError):
     """Raised when triplet judgements cannot be used; the message lists every problem."""
-
-
-def _problems(header: str, problems: Sequence[str]) -> str:
-    lines = [header, *(f"  - {p}" for p in problems[:_MAX_LINES])]
-    if len(problems) > _MAX_LINES:
-        lines.append(f"  ... and {len(problems) - _MAX_LINES} more")
-    return "\n".join(lines)
 
 
 def _id_text(values: pd.Series) -> np.ndarray:
@@ -55,6 +49,122 @@ def _id_text(values: pd.Series) -> np.ndarray:
         elif v.lower() == "nan":
             out[i] = ""
     return out
+
+
+def _check_columns(frame: pd.DataFrame, context_column: str | None, source: str) -> bool:
+    """Whether the judgements carry vote counts; a missing column (or one vote column
+    without the other) and a table without rows are a :class:`TripletError`."""
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if context_column is not None and context_column not in frame.columns:
+        missing.append(context_column)
+    has_votes = [c in frame.columns for c in VOTES]
+    if any(has_votes) and not all(has_votes):
+        missing += [c for c, present in zip(VOTES, has_votes, strict=True) if not present]
+    if missing:
+        raise TripletError(
+            f"{source}: missing column(s) {', '.join(map(repr, missing))}; found "
+            f"{', '.join(map(repr, frame.columns))}. A triplet file needs "
+            f"{','.join(REQUIRED)} and may have {','.join(VOTES)} and a context column."
+        )
+    if len(frame) == 0:
+        raise TripletError(f"{source} has no data rows; add one row per judgement.")
+    return all(has_votes)
+
+
+def _id_problems(ids: dict[str, np.ndarray], rows: np.ndarray) -> list[str]:
+    """Empty ids, and triplets that name one item twice (no judgement to learn from)."""
+    problems: list[str] = []
+    for c in REQUIRED:
+        problems += [f"row {r}: empty {c!r}" for r in rows[ids[c] == ""]]
+    for a, b in (("reference", "closer"), ("reference", "farther"), ("closer", "farther")):
+        same = (ids[a] == ids[b]) & (ids[a] != "")
+        problems += [
+            f"row {r}: {a} and {b} are the same item {v!r}"
+            for r, v in zip(rows[same], ids[a][same], strict=True)
+        ]
+    return problems
+
+
+def _known_items(
+    ids: dict[str, np.ndarray], items: Sequence[str | int] | None, rows: np.ndarray, source: str
+) -> tuple[list[str], list[str]]:
+    """The item universe (``items``, or else the ids the triplets use, sorted) and one
+    problem per id outside it. No id in common at all is an error of its own: it means the
+    wrong item table or id column, not hundreds of typos."""
+    used = sorted({v for c in REQUIRED for v in ids[c] if v}, key=_natural)
+    if items is None:
+        return used, []
+    known = [str(v).strip() for v in items]
+    if len(set(known)) != len(known):
+        raise TripletError(f"{source}: the item list has duplicate ids")
+    known_set = set(known)
+    if used and not known_set.intersection(used):
+        raise TripletError(
+            f"{source}: none of the {len(used)} item ids its triplets use (e.g. "
+            f"{', '.join(map(repr, used[:3]))}) is in the item table (whose ids are e.g. "
+            f"{', '.join(map(repr, known[:3]))}); check that both files are about the "
+            "same items and that --id-column names the item table's id column"
+        )
+    problems: list[str] = []
+    for c in REQUIRED:
+        bad = np.array([v != "" and v not in known_set for v in ids[c]], dtype=bool)
+        problems += [
+            f"row {r}: unknown {c} id {v!r} (not in the item table)"
+            for r, v in zip(rows[bad], ids[c][bad], strict=True)
+        ]
+    return known, problems
+
+
+def _votes(frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Votes for closer and for farther, and one problem per count that is not a whole
+    non-negative number, per triplet with more votes for farther, and per triplet without
+    votes."""
+    problems: list[str] = []
+    votes = {}
+    for c in VOTES:
+        v = pd.to_numeric(frame[c].str.strip(), errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(v)
+        problems += [
+            f"row {r}: {c} {s!r} is not a number"
+            for r, s in zip(rows[bad], frame[c].to_numpy()[bad], strict=True)
+        ]
+        neg = np.isfinite(v) & (v < 0)
+        problems += [
+            f"row {r}: negative {c} ({x:g})" for r, x in zip(rows[neg], v[neg], strict=True)
+        ]
+        frac = np.isfinite(v) & (v >= 0) & (v != np.round(v))
+        problems += [
+            f"row {r}: {c} ({x:g}) is not a whole number of votes"
+            for r, x in zip(rows[frac], v[frac], strict=True)
+        ]
+        votes[c] = v
+    vc, vf = votes["votes_closer"], votes["votes_farther"]
+    ok = np.isfinite(vc) & np.isfinite(vf) & (vc >= 0) & (vf >= 0)
+    fewer = ok & (vc < vf)
+    problems += [
+        f"row {r}: closer has fewer votes ({a:g}) than farther ({b:g}); swap closer and farther"
+        for r, a, b in zip(rows[fewer], vc[fewer], vf[fewer], strict=True)
+    ]
+    none = ok & (vc + vf == 0)
+    problems += [f"row {r}: no votes (both counts are 0)" for r in rows[none]]
+    return vc, vf, problems
+
+
+def _contexts(
+    column: pd.Series, rows: np.ndarray, name: str, allowed: Sequence[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Each triplet's context, and one problem per empty one or (``allowed`` given) one
+    outside ``allowed``: a typo would otherwise silently make a new context."""
+    context = column.astype(str).str.strip().to_numpy(dtype=object)
+    problems = [f"row {r}: empty context in {name!r}" for r in rows[context == ""]]
+    if allowed is not None:
+        allowed_set = {str(c) for c in allowed}
+        bad = np.array([v != "" and v not in allowed_set for v in context], dtype=bool)
+        problems += [
+            f"row {r}: context {v!r} is not one of {sorted(allowed_set)}"
+            for r, v in zip(rows[bad], context[bad], strict=True)
+        ]
+    return context, problems
 
 
 @dataclass(frozen=True)
@@ -118,100 +228,24 @@ class TripletTable:
         its values (a typo would otherwise silently make a new context).
         Votes are optional; without them every triplet counts as a clear 1–0 judgement.
         """
-        missing = [c for c in REQUIRED if c not in frame.columns]
-        if context_column is not None and context_column not in frame.columns:
-            missing.append(context_column)
-        has_votes = [c in frame.columns for c in VOTES]
-        if any(has_votes) and not all(has_votes):
-            missing += [c for c, present in zip(VOTES, has_votes, strict=True) if not present]
-        if missing:
-            raise TripletError(
-                f"{source}: missing column(s) {', '.join(map(repr, missing))}; found "
-                f"{', '.join(map(repr, frame.columns))}. A triplet file needs "
-                f"{','.join(REQUIRED)} and may have {','.join(VOTES)} and a context column."
-            )
-        if len(frame) == 0:
-            raise TripletError(f"{source} has no data rows; add one row per judgement.")
+        has_votes = _check_columns(frame, context_column, source)
         rows = np.arange(1, len(frame) + 1, dtype=np.int64)
         ids = {c: _id_text(frame[c]) for c in REQUIRED}
-        problems: list[str] = []
-        for c in REQUIRED:
-            problems += [f"row {r}: empty {c!r}" for r in rows[ids[c] == ""]]
-        ref, clo, far = ids["reference"], ids["closer"], ids["farther"]
-        for a, b in (("reference", "closer"), ("reference", "farther"), ("closer", "farther")):
-            same = (ids[a] == ids[b]) & (ids[a] != "")
-            problems += [
-                f"row {r}: {a} and {b} are the same item {v!r}"
-                for r, v in zip(rows[same], ids[a][same], strict=True)
-            ]
-        if items is None:
-            known = sorted({v for c in REQUIRED for v in ids[c] if v}, key=_natural)
-        else:
-            known = [str(v).strip() for v in items]
-            if len(set(known)) != len(known):
-                raise TripletError(f"{source}: the item list has duplicate ids")
-            known_set = set(known)
-            used = sorted({v for c in REQUIRED for v in ids[c] if v}, key=_natural)
-            if used and not known_set.intersection(used):
-                raise TripletError(
-                    f"{source}: none of the {len(used)} item ids its triplets use (e.g. "
-                    f"{', '.join(map(repr, used[:3]))}) is in the item table (whose ids are e.g. "
-                    f"{', '.join(map(repr, known[:3]))}); check that both files are about the "
-                    "same items and that --id-column names the item table's id column"
-                )
-            for c in REQUIRED:
-                bad = np.array([v != "" and v not in known_set for v in ids[c]], dtype=bool)
-                problems += [
-                    f"row {r}: unknown {c} id {v!r} (not in the item table)"
-                    for r, v in zip(rows[bad], ids[c][bad], strict=True)
-                ]
-        if all(has_votes):
-            votes = {}
-            for c in VOTES:
-                v = pd.to_numeric(frame[c].str.strip(), errors="coerce").to_numpy(dtype=float)
-                bad = ~np.isfinite(v)
-                problems += [
-                    f"row {r}: {c} {s!r} is not a number"
-                    for r, s in zip(rows[bad], frame[c].to_numpy()[bad], strict=True)
-                ]
-                neg = np.isfinite(v) & (v < 0)
-                problems += [
-                    f"row {r}: negative {c} ({x:g})" for r, x in zip(rows[neg], v[neg], strict=True)
-                ]
-                frac = np.isfinite(v) & (v >= 0) & (v != np.round(v))
-                problems += [
-                    f"row {r}: {c} ({x:g}) is not a whole number of votes"
-                    for r, x in zip(rows[frac], v[frac], strict=True)
-                ]
-                votes[c] = v
-            vc, vf = votes["votes_closer"], votes["votes_farther"]
-            ok = np.isfinite(vc) & np.isfinite(vf) & (vc >= 0) & (vf >= 0)
-            fewer = ok & (vc < vf)
-            problems += [
-                f"row {r}: closer has fewer votes ({a:g}) than farther ({b:g}); "
-                "swap closer and farther"
-                for r, a, b in zip(rows[fewer], vc[fewer], vf[fewer], strict=True)
-            ]
-            none = ok & (vc + vf == 0)
-            problems += [f"row {r}: no votes (both counts are 0)" for r in rows[none]]
+        problems = _id_problems(ids, rows)
+        known, unknown = _known_items(ids, items, rows, source)
+        problems += unknown
+        if has_votes:
+            vc, vf, bad_votes = _votes(frame, rows)
+            problems += bad_votes
         else:
             vc, vf = np.ones(len(frame)), np.zeros(len(frame))
         context = None
         if context_column is not None:
-            context = frame[context_column].astype(str).str.strip().to_numpy(dtype=object)
-            problems += [
-                f"row {r}: empty context in {context_column!r}" for r in rows[context == ""]
-            ]
-            if contexts is not None:
-                allowed = {str(c) for c in contexts}
-                bad = np.array([v != "" and v not in allowed for v in context], dtype=bool)
-                problems += [
-                    f"row {r}: context {v!r} is not one of {sorted(allowed)}"
-                    for r, v in zip(rows[bad], context[bad], strict=True)
-                ]
+            context, bad_contexts = _contexts(frame[context_column], rows, context_column, contexts)
+            problems += bad_contexts
         if problems:
             raise TripletError(
-                _problems(
+                _format_problems(
                     f"{source}: {len(problems)} problem(s) (row = data row, 1-based, header "
                     "excluded):",
                     problems,
@@ -221,9 +255,9 @@ class TripletTable:
         to_index = lambda col: np.array([index[v] for v in col], dtype=np.int64)  # noqa: E731
         return cls(
             items=tuple(known),
-            reference=to_index(ref),
-            closer=to_index(clo),
-            farther=to_index(far),
+            reference=to_index(ids["reference"]),
+            closer=to_index(ids["closer"]),
+            farther=to_index(ids["farther"]),
             votes_closer=np.asarray(vc, dtype=float),
             votes_farther=np.asarray(vf, dtype=float),
             context=context,

@@ -106,3 +106,26 @@ def test_a_group_of_other_classes_is_refused(
     with pytest.raises(GroupError, match="other classes"):
         gather_runs([runs["a"], tmp_path / "two"], tmp_path / "g")
     assert isinstance(Run.open(runs["a"]), Run)
+
+
+def test_cli_cooks_soups_across_runs(runs: dict[str, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from heritage.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["soup", str(runs["a"]), str(runs["b"])])
+    assert result.exit_code == 2 and "give --out" in result.output
+    result = runner.invoke(
+        app, ["soup", str(runs["a"]), str(runs["c"]), "--out", str(tmp_path / "g")]
+    )
+    assert result.exit_code == 2 and "started from another head" in result.output
+    result = runner.invoke(
+        app, ["soup", str(runs["a"]), str(runs["b"]), "--out", str(tmp_path / "g"), "--member", "x"]
+    )
+    assert result.exit_code == 2 and "--member must be one of" in result.output
+    result = runner.invoke(app, ["soup", str(runs["a"]), str(runs["b"]), "-o", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "g" / "soups" / "greedy_soup.safetensors").is_file()
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "g")])
+    assert result.exit_code == 0, result.output

@@ -64,3 +64,22 @@ def test_a_grid_over_the_starting_model_is_refused(image_folder: Path, tmp_path:
     path.write_text("grid: {seed: [0]}\nepochs: 3\n")
     with pytest.raises(SweepError, match="sections data:, train: and grid:"):
         Sweep.from_yaml(path, tmp_path / "out")
+
+
+def test_cli_runs_every_step_of_a_sweep(image_folder: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from heritage.cli import app
+
+    path = _sweep_file(tmp_path, image_folder, {"seed": [0, 1]})
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["sweep", str(path), "--out", str(tmp_path / "s"), "--prepare", "--cook"]
+    )
+    assert result.exit_code == 2 and "give one of" in result.output
+    result = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "s"), "--index", "0"])
+    assert result.exit_code == 2 and "--prepare" in result.output
+    result = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s" / "soup" / "soups" / "uniform_soup.safetensors").is_file()
+    assert len(list((tmp_path / "s" / "runs").iterdir())) == 2

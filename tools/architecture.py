@@ -50,6 +50,8 @@ BOXES = {
     "similarity": "similarity<br/>triplets, context models,<br/>index",
     "explore": "explore<br/>curators' web explorer",
     "estimator": "estimator<br/>SoupClassifier",
+    "group": "group<br/>soups across runs",
+    "sweep": "sweep<br/>grid of runs from one start",
     "cli": "cli<br/>one module per command group",
 }
 
@@ -69,6 +71,9 @@ FLOW = [
     Flow("explore", "kg", "reviews as PROV-O", via="cli"),
     Flow("training", "estimator", "fit"),
     Flow("run", "estimator", "soups, chosen model"),
+    Flow("training", "sweep", "runs from one start"),
+    Flow("run", "group", "one member per run"),
+    Flow("group", "sweep", "the sweep's soups"),
 ]
 
 

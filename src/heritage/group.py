@@ -23,7 +23,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from heritage.locking import folder_lock
 from heritage.model import model_paths
@@ -98,6 +98,8 @@ def gather_runs(
     runs: Sequence[str | Path], out: str | Path, member: Member = "best_checkpoint"
 ) -> Run:
     """Write the group of ``runs`` into ``out`` (see the module's docstring) and open it."""
+    if member not in get_args(Member):
+        raise GroupError(f"--member must be one of {', '.join(get_args(Member))}, got {member!r}")
     opened = [Run.open(r) for r in runs]
     check_averageable(opened)
     paths = [_member_path(run, member) for run in opened]  # all found before anything changes

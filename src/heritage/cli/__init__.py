@@ -10,7 +10,7 @@ import importlib
 
 from heritage.cli.base import app, prepare_help
 
-for _group in ("images", "demo", "metadata", "kg", "explore", "similarity"):
+for _group in ("images", "sweep", "demo", "metadata", "kg", "explore", "similarity"):
     importlib.import_module(f"heritage.cli.{_group}")
 prepare_help(app)
 

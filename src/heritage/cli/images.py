@@ -34,6 +34,7 @@ from heritage.config import (
     PrecisionName,
     ResizeMode,
     SamplerName,
+    WeightAverage,
     allowed,
 )
 from heritage.progress import console
@@ -106,6 +107,15 @@ TRAIN_HELP = {
     "val_fraction": "Share held out for validation: of each class's train images when the split "
     "column has train and test but no val (a stratified, seeded share, saved in the run's "
     "split.csv); of the whole collection when it has no split",
+    "init_from": "A run folder to start from: its split and starting weights (its LP-FT "
+    "head), so that the two runs can be averaged by `heritage soup RUN_A RUN_B --out GROUP`; "
+    "the backbone and image size must be the same (default: a start of its own).",
+    "average": "Weights averaged along the run, joining the pool at each cycle's end: "
+    + explained(
+        allowed(WeightAverage),
+        {"ema": "exponential moving average", "swa": "mean of the cycle's epoch ends"},
+    ),
+    "average_epochs": "EMA horizon in epochs of steps",
     "precision": explained(allowed(PrecisionName), {"auto": PRECISION_AUTO}),
     "workers": "Data-loader processes (default: 0 on CPU, up to 8 with a GPU).",
 }
@@ -161,6 +171,9 @@ def train(
     restart_epochs: Annotated[int | None, trained("restart_epochs")] = None,
     freeze_stages: Annotated[int | None, trained("freeze_stages")] = None,
     keep_top_k: Annotated[int | None, trained("keep_top_k")] = None,
+    init_from: Annotated[str | None, trained("init_from")] = None,
+    average: Annotated[str | None, trained("average")] = None,
+    average_epochs: Annotated[float | None, trained("average_epochs")] = None,
     seed: Annotated[int | None, trained("seed")] = None,
     val_fraction: Annotated[float | None, trained("val_fraction")] = None,
     overwrite: Overwrite = False,
@@ -180,11 +193,18 @@ def train(
 
     Rerunning the same command on the same --out resumes after the last finished epoch
     (--overwrite starts afresh). One process at a time writes a run folder.
+
+    Under `torchrun --nproc-per-node N -m heritage train ...` the N processes train one run
+    together (data-parallel; rank 0 writes the folder).
     """
+    import contextlib
+    import os
+
     from heritage.locking import FolderLocked, folder_lock
 
     try:  # first, so that a second writer stops before loading anything
-        lock = folder_lock(out, "heritage train")
+        secondary = int(os.environ.get("RANK", "0")) > 0  # rank 0 of a torchrun holds it
+        lock = contextlib.nullcontext() if secondary else folder_lock(out, "heritage train")
     except FolderLocked as exc:
         fail(exc)
     with lock:
@@ -256,9 +276,30 @@ def _fit(cfg, collection, out: Path, overwrite: bool) -> None:
     )
 
 
+Runs = Annotated[
+    list[Path],
+    typer.Argument(
+        help="A run folder written by `heritage train`, or several runs that share a start "
+        "(`heritage train --init-from`, a sweep) to cook soups across them into --out.",
+        metavar="RUN",
+    ),
+]
+
+
 @app.command()
 def soup(
-    run: RunDir,
+    runs: Runs,
+    out: Annotated[
+        Path | None,
+        out_option("With several runs: the group folder to write (a run folder of its own)."),
+    ] = None,
+    member: Annotated[
+        str,
+        typer.Option(
+            help="With several runs: what each contributes: best_checkpoint, greedy_soup or "
+            "uniform_soup (cook those in each run first)."
+        ),
+    ] = "best_checkpoint",
     metric: Annotated[
         str,
         typer.Option(
@@ -278,7 +319,11 @@ def soup(
         ),
     ] = None,
 ) -> None:
-    """Cook uniform and greedy soups from a run's checkpoint pool (saved under RUN/soups)."""
+    """Cook uniform and greedy soups from a run's checkpoint pool (saved under RUN/soups).
+
+    Given several runs that share a start, gather one member of each into --out (a run folder
+    whose pool holds them) and cook the soups across the runs there; soft voting over the
+    members is the N-model baseline in `heritage evaluate OUT`."""
     from heritage.locking import FolderLocked
     from heritage.run import Run, RunError
     from heritage.soups import ModelSoup
@@ -286,10 +331,19 @@ def soup(
     try:
         for name in recipe:  # the soup's own checks, before the first one is cooked
             ModelSoup(name, metric)
-        Run.open(run).cook_soups(metric, bn_recalibration, tuple(recipe))
+        if len(runs) == 1 and out is None:
+            folder = runs[0]
+            run = Run.open(folder)
+        else:
+            from heritage.group import gather_runs
+
+            if out is None:
+                raise RunError("several runs are cooked into a group folder: give --out")
+            folder, run = out, gather_runs(runs, out, member)  # type: ignore[arg-type]
+        run.cook_soups(metric, bn_recalibration, tuple(recipe))
     except (RunError, ValueError, FolderLocked) as exc:
         fail(exc)
-    console.print(f"Next: heritage evaluate {run}")
+    console.print(f"Next: heritage evaluate {folder}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -458,7 +459,34 @@ def explorer_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
 
 #: Checks that compare several records: topic -> (heading, function of {(dataset, method,
 #: metric): mean} returning (dataset, statement, measured, holds) rows)
+def reproduces(recorded_topic: str) -> Callable:
+    """Checks that a one-seed rerun (after a refactoring) lands within seed noise of the
+    recorded numbers: every macro-F1 within 2 standard deviations of the recorded mean over
+    seeds, or within 0.005 where the seeds agree more closely than that."""
+
+    def check(cell: dict) -> list[tuple[str, str, str, bool]]:
+        recorded = {
+            (r["dataset"], r["method"], r["metric"]): r
+            for r in json.loads((RESULTS / f"{recorded_topic}.json").read_text())
+        }
+        rows = []
+        for (dataset, method, metric), value in sorted(cell.items()):
+            before = recorded.get((dataset, method, metric))
+            if before is None or not metric.startswith("macro_f1"):
+                continue
+            spread = before.get("std") or 0.0
+            gap = value - before["mean"]
+            text = f"{method} {metric}: rerun vs recorded {before['n_seeds']}-seed mean"
+            measured = f"{value:.4f} vs {before['mean']:.4f} ± {spread:.4f} ({gap:+.4f})"
+            rows.append((dataset, text, measured, abs(gap) <= max(2 * spread, 0.005)))
+        return rows
+
+    return check
+
+
 DERIVED_TARGETS = {
+    "refactor_soups": ("Findings (does it hold?)", reproduces("soups")),
+    "refactor_multimodal": ("Findings (does it hold?)", reproduces("multimodal")),
     "regularisers": ("Targets", regulariser_checks),
     "analysis": ("Findings (does it hold?)", analysis_checks),
     "multimodal": ("Targets", multimodal_checks),

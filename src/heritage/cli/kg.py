@@ -267,27 +267,32 @@ def kg_load(
         fail(FileNotFoundError(f"no such RDF file: {', '.join(missing)}"))
     try:
         kg = KnowledgeGraph(store)
+    except (ValueError, OSError) as exc:
+        fail(exc)
+    try:  # closed, with its lock, even when a file fails: the next writer may open the store
         start = time.perf_counter()
         total = 0
         for i, file in enumerate(files):
             total += kg.load(file, fmt=fmt, graph=graph, replace=replace and i == 0)
         kg.flush()
         seconds = time.perf_counter() - start
+        console.print(
+            f"{total:,} triples loaded into {store} in {seconds:.1f} s "
+            f"({total / max(seconds, 1e-9):,.0f} triples/s); it holds {len(kg):,}"
+        )
+        if explorer_tables:
+            from heritage.explore import build_tables, default_cache
+
+            start = time.perf_counter()
+            build_tables(kg, default_cache(store))
+            console.print(
+                f"explorer tables built in {time.perf_counter() - start:.1f} s "
+                f"({default_cache(store)})"
+            )
     except (ValueError, FileNotFoundError, OSError) as exc:
         fail(exc)
-    console.print(
-        f"{total:,} triples loaded into {store} in {seconds:.1f} s "
-        f"({total / max(seconds, 1e-9):,.0f} triples/s); it holds {len(kg):,}"
-    )
-    if explorer_tables:
-        from heritage.explore import build_tables, default_cache
-
-        start = time.perf_counter()
-        build_tables(kg, default_cache(store))
-        console.print(
-            f"explorer tables built in {time.perf_counter() - start:.1f} s ({default_cache(store)})"
-        )
-    kg.close()  # and its lock: the next writer may open the store
+    finally:
+        kg.close()
 
 
 @kg_app.command("query")

@@ -214,16 +214,20 @@ def test_prediction_table_statuses_and_columns(fitted: MetadataPredictor) -> Non
     # record 1 has nothing at all: no text, no museum, no number, no other property
     df.loc[1, ["technique", "place", "museum", "n_images", "text_en", "text_es"]] = ""
     out = fitted.predict(df.drop(columns="split"))
-    assert list(out.columns) == list(PREDICTION_COLUMNS) == [
-        "record",
-        "property",
-        "value",
-        "confidence",
-        "alternatives",
-        "modalities",
-        "status",
-        "catalogued",
-    ]
+    assert (
+        list(out.columns)
+        == list(PREDICTION_COLUMNS)
+        == [
+            "record",
+            "property",
+            "value",
+            "confidence",
+            "alternatives",
+            "modalities",
+            "status",
+            "catalogued",
+        ]
+    )
     assert len(out) == 6 * 2
     nothing = out[out["record"] == "obj0001"]
     assert set(nothing["status"]) == {"no prediction"}

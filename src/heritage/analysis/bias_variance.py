@@ -22,7 +22,8 @@ soft voting), and :func:`describe_changes` turns the table into sentences for th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,12 @@ def main_prediction(probas: np.ndarray) -> np.ndarray:
     return np.where(tied, p.mean(axis=0), -np.inf).argmax(axis=1)
 
 
+def _summary(decomposition: Any) -> dict[str, float | int]:
+    """A decomposition's scalar fields, in order: the per-image arrays (``repr=False``) are
+    left out, so a new summary number cannot be forgotten in ``to_dict``."""
+    return {f.name: getattr(decomposition, f.name) for f in fields(decomposition) if f.repr}
+
+
 @dataclass
 class ZeroOneDecomposition:
     """Domingos' decomposition of the mean 0-1 loss over models and images.
@@ -129,15 +136,7 @@ class ZeroOneDecomposition:
     image_variance: np.ndarray = field(repr=False)  # (n,) V(x)
 
     def to_dict(self) -> dict[str, float | int]:
-        return {
-            "error": self.error,
-            "bias": self.bias,
-            "variance": self.variance,
-            "unbiased_variance": self.unbiased_variance,
-            "biased_variance": self.biased_variance,
-            "net_variance": self.net_variance,
-            "n_models": self.n_models,
-        }
+        return _summary(self)
 
 
 def zero_one_decomposition(probas: np.ndarray, y: np.ndarray) -> ZeroOneDecomposition:
@@ -190,12 +189,7 @@ class CrossEntropyDecomposition:
     image_variance: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict[str, float | int]:
-        return {
-            "error": self.error,
-            "bias": self.bias,
-            "variance": self.variance,
-            "n_models": self.n_models,
-        }
+        return _summary(self)
 
 
 def cross_entropy_decomposition(probas: np.ndarray, y: np.ndarray) -> CrossEntropyDecomposition:

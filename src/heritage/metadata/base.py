@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -22,7 +22,9 @@ from heritage.metadata.records import RecordError, RecordTable
 if TYPE_CHECKING:
     from heritage.metadata.persist import ArrayStore
 
-__all__ = ["Modality", "Targets", "absent", "expand_proba"]
+__all__ = ["ConfiguredModality", "Modality", "Targets", "absent", "expand_proba"]
+
+ConfigT = TypeVar("ConfigT")
 
 
 @dataclass(frozen=True)
@@ -124,3 +126,22 @@ class Modality(ABC):
     def from_state(cls, state: Mapping[str, Any], arrays: ArrayStore) -> Modality:
         """The fitted modality :meth:`state` describes."""
         raise NotImplementedError(f"{cls.__name__} cannot be read from a saved model")
+
+
+class ConfiguredModality(Modality, Generic[ConfigT]):
+    """A modality set up by one config dataclass, so that the model card, the constructor and
+    :meth:`clone` are written once: ``describe`` lists the config's fields, and a modality that
+    holds nothing but its config clones as a new instance with the same config. One that also
+    shares caches overrides ``__init__`` and ``clone``."""
+
+    #: the config a modality built without one gets
+    config_class: ClassVar[type[Any]]
+
+    def __init__(self, config: ConfigT | None = None) -> None:
+        self.config: ConfigT = config or self.config_class()
+
+    def clone(self) -> ConfiguredModality[ConfigT]:
+        return type(self)(self.config)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **asdict(self.config)}

@@ -63,9 +63,6 @@ class FlatText(TfidfText):
 
     name = "text_flat"
 
-    def clone(self) -> FlatText:
-        return FlatText(self.config)
-
     def _inputs(self, records: RecordTable) -> tuple[list[str], list[str], np.ndarray]:
         texts, has_text = _usable_text(records)
         fields = field_tokens(records)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from heritage.collection import CollectionWarning
-from heritage.metadata.base import Modality, Targets, absent
+from heritage.metadata.base import ConfiguredModality, Targets, absent
 from heritage.metadata.persist import (
     ArrayStore,
     logistic_from_state,
@@ -141,16 +141,17 @@ class ImageFeatureStore:
         return {"config": self.config, "features": {}, "failed": {}, "_model": None}
 
 
-class ImageModel(Modality):
+class ImageModel(ConfiguredModality[ImageConfig]):
     """Frozen-backbone features + a :class:`LinearProbe` per property. Learnt state:
     ``heads_`` (property -> probe or None), ``classes_``."""
 
     name = "image"
+    config_class = ImageConfig
 
     def __init__(
         self, config: ImageConfig | None = None, *, _store: ImageFeatureStore | None = None
     ) -> None:
-        self.config = config or ImageConfig()
+        super().__init__(config)
         self._store = _store
 
     @property
@@ -161,9 +162,6 @@ class ImageModel(Modality):
 
     def clone(self) -> ImageModel:
         return ImageModel(self.config, _store=self.store)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self.config)}
 
     def _images(self, records: RecordTable) -> tuple[np.ndarray, np.ndarray]:
         """Features of every readable image and the record each belongs to."""

@@ -42,7 +42,7 @@ from torch import nn
 
 from heritage.collection import CollectionWarning
 from heritage.config import LossConfig, TrainConfig
-from heritage.metadata.base import Modality, Targets, absent
+from heritage.metadata.base import ConfiguredModality, Targets, absent
 from heritage.metadata.image import aggregate_images
 from heritage.metadata.persist import ArrayStore
 from heritage.metadata.records import RecordTable
@@ -499,25 +499,23 @@ def _cook(
     return _cpu_copy(model), [int(name) for name in soup.ingredients_]
 
 
-class MultiTaskImageModel(Modality):
+class MultiTaskImageModel(ConfiguredModality[MultiTaskConfig]):
     """Fine-tuned multi-task image modality. Learnt state: ``state_`` (the soup's weights),
     ``classes_``, ``trained_`` (property -> whether it could be learnt), ``report_``
     (validation history, soup ingredients)."""
 
     name = "image_multitask"
+    config_class = MultiTaskConfig
 
     def __init__(
         self, config: MultiTaskConfig | None = None, *, _shared: dict[str, Any] | None = None
     ) -> None:
-        self.config = config or MultiTaskConfig()
+        super().__init__(config)
         self._shared = _shared if _shared is not None else {}
         self._model: Any = None
 
     def clone(self) -> MultiTaskImageModel:
         return MultiTaskImageModel(copy.deepcopy(self.config), _shared=self._shared)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self.config)}
 
     def _cache(self) -> Any:
         """The decoded-image cache for this configuration's preprocessing, shared by clones

@@ -32,7 +32,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from heritage.evaluation import evaluate, expected_calibration_error
+from heritage.evaluation import _json_default, evaluate, expected_calibration_error
 from heritage.locking import locks_folder
 from heritage.metadata.base import Modality, Targets
 from heritage.metadata.flat import FlatText
@@ -775,15 +775,16 @@ def _version() -> str:
 
 
 def _json(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
+    """The reports' JSON fallback (numpy values, paths), widened so that writing a model card
+    never fails: mappings and tuples/sets become their JSON forms, anything else its text."""
     if isinstance(obj, Mapping):
         return dict(obj)
     if isinstance(obj, (tuple, set)):
         return list(obj)
-    return str(obj)
+    try:
+        return _json_default(obj)
+    except TypeError:
+        return str(obj)
 
 
 def read_image_options(path: str | Path, name: str) -> dict[str, Any]:

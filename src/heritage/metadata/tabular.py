@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from heritage.metadata.base import Modality, Targets, absent, expand_proba
+from heritage.metadata.base import ConfiguredModality, Targets, absent, expand_proba
 from heritage.metadata.persist import ArrayStore, lightgbm_from_state, lightgbm_state
 from heritage.metadata.records import RecordTable
 
@@ -49,21 +49,13 @@ def _is_number(values: np.ndarray) -> bool:
     return bool(pd.to_numeric(pd.Series(known), errors="coerce").notna().all())
 
 
-class TabularModel(Modality):
+class TabularModel(ConfiguredModality[TabularConfig]):
     """One LightGBM classifier per property. Learnt state: ``columns_`` (column -> "number"
     or its category list), ``models_`` (property -> (model, seen classes, feature columns)
     or None), ``classes_``."""
 
     name = "tabular"
-
-    def __init__(self, config: TabularConfig | None = None) -> None:
-        self.config = config or TabularConfig()
-
-    def clone(self) -> TabularModel:
-        return TabularModel(self.config)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self.config)}
+    config_class = TabularConfig
 
     def _feature_columns(self, records: RecordTable, prop: str) -> list[str]:
         cols = list(records.spec.tabular_columns)

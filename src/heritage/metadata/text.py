@@ -44,7 +44,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from heritage.metadata.base import Modality, Targets, absent, expand_proba
+from heritage.metadata.base import ConfiguredModality, Modality, Targets, absent, expand_proba
 from heritage.metadata.persist import (
     ArrayStore,
     logistic_from_state,
@@ -456,21 +456,13 @@ def char_tfidf(config: TfidfConfig, n_docs: int) -> TfidfVectorizer:
     )
 
 
-class TfidfText(Modality):
+class TfidfText(ConfiguredModality[TfidfConfig]):
     """TF-IDF over the concatenation of a record's texts + balanced logistic regression per
     property. Learnt state: ``vectoriser_``, ``models_`` (property -> model or None),
     ``classes_``."""
 
     name = "text_tfidf"
-
-    def __init__(self, config: TfidfConfig | None = None) -> None:
-        self.config = config or TfidfConfig()
-
-    def clone(self) -> TfidfText:
-        return TfidfText(self.config)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self.config)}
+    config_class = TfidfConfig
 
     @staticmethod
     def _documents(texts: list[list[tuple[str, str]]]) -> list[str]:

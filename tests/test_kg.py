@@ -782,6 +782,13 @@ def test_cli_errors(tmp_path: Path, model_dir: Path) -> None:
     broken = tmp_path / "broken.nt"
     broken.write_text(f"<{BASE}a> a <{HER}Prediction> .\n".replace(" a ", f" <{RDF}type> "))
     assert run("kg", "validate", broken).exit_code == 1
+    # a load that fails releases the store: the corrected load in the same process opens it
+    odd = tmp_path / "data.xyz"
+    odd.write_text(broken.read_text())
+    result = run("kg", "load", odd, "--store", tmp_path / "s", "--no-explorer-tables")
+    assert result.exit_code == 2 and "unknown RDF format" in result.output
+    result = run("kg", "load", broken, "--store", tmp_path / "s", "--no-explorer-tables")
+    assert result.exit_code == 0, result.output
 
 
 # ------------------------------------------------------------------------------- Virtuoso

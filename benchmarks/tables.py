@@ -487,6 +487,7 @@ def reproduces(recorded_topic: str) -> Callable:
 DERIVED_TARGETS = {
     "refactor_soups": ("Findings (does it hold?)", reproduces("soups")),
     "refactor_multimodal": ("Findings (does it hold?)", reproduces("multimodal")),
+    "refactor_multimodal_glyphs": ("Findings (does it hold?)", reproduces("multimodal")),
     "regularisers": ("Targets", regulariser_checks),
     "analysis": ("Findings (does it hold?)", analysis_checks),
     "multimodal": ("Targets", multimodal_checks),

@@ -46,6 +46,14 @@ def test_ema_joins_the_pool_resumes_exactly_and_is_cooked(
     assert "ema_002" in soups["uniform"].ingredients_
 
 
+def test_a_run_shorter_than_a_cycle_still_gets_its_average(
+    image_folder: Path, tiny_config: Callable, tmp_path: Path
+) -> None:
+    config = tiny_config(average="ema", restart_epochs=3)  # 2 epochs: no cycle ends
+    Trainer(config).fit(Collection.from_folder(image_folder), tmp_path / "run")
+    assert "ema_002" in _names(tmp_path / "run")
+
+
 def test_unknown_average_is_refused(tiny_config: Callable) -> None:
     with pytest.raises(ValueError, match="average must be one of"):
         tiny_config(average="polyak")

@@ -64,6 +64,16 @@ def test_a_grid_over_the_starting_model_is_refused(image_folder: Path, tmp_path:
     path.write_text("grid: {seed: [0]}\nepochs: 3\n")
     with pytest.raises(SweepError, match="sections data:, train: and grid:"):
         Sweep.from_yaml(path, tmp_path / "out")
+    path.write_text("grid: {seed: [0, 1}\n")
+    with pytest.raises(SweepError, match=r"not valid YAML \(line 1"):
+        Sweep.from_yaml(path, tmp_path / "out")
+    path.write_text("train: {learning_rate: 0.1}\ngrid: {seed: [0]}\n")
+    with pytest.raises(SweepError, match="train: unknown training options"):
+        Sweep.from_yaml(path, tmp_path / "out")
+    # data: PATH and a learning rate written 1e-4 (YAML reads it as a string) are understood
+    path.write_text(f"data: {image_folder}\ntrain: {{lr: 1e-4}}\ngrid: {{seed: [0, 1]}}\n")
+    sweep = Sweep.from_yaml(path, tmp_path / "out")
+    assert sweep.data.source == str(image_folder) and sweep.runs()[1].config.lr == 1e-4
 
 
 def test_cli_runs_every_step_of_a_sweep(image_folder: Path, tmp_path: Path) -> None:

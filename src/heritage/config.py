@@ -11,6 +11,7 @@ once: the type checker, the validation message and the CLI help all read the sam
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -35,6 +36,10 @@ def allowed(literal: Any) -> tuple[str, ...]:
     return get_args(literal)
 
 
+#: the augmentation preset a run gets unless it names another
+DEFAULT_PRESET = "photo"
+
+
 @dataclass
 class AugmentConfig:
     """Training augmentation policy. Flips are on by default for photographs; collections where
@@ -48,7 +53,7 @@ class AugmentConfig:
     color_jitter: float = 0.2  # brightness / contrast / saturation strength
     grayscale: float = 0.0  # probability
 
-    PRESETS: ClassVar[dict[str, dict]] = {
+    PRESETS: ClassVar[dict[str, dict]] = {  # DEFAULT_PRESET (photo) is the dataclass' defaults
         "photo": {},
         "glyphs": {
             "hflip": 0.0,
@@ -328,10 +333,14 @@ class TrainConfig:
         mapping, ``entropy`` a weight or a mapping. Unknown keys are an error, not silently
         ignored."""
         data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown training options {unknown}; valid: {sorted(known)}")
+        for name, value in data.items():  # YAML reads 1e-4 (no dot) as a string
+            if isinstance(value, str) and isinstance(known[name].default, float):
+                with contextlib.suppress(ValueError):
+                    data[name] = float(value)
         return cls(**data)  # __post_init__ turns the section shorthands into their configs
 
 
@@ -348,7 +357,7 @@ def _sections(data: dict[str, Any]) -> dict[str, Any]:
         for key in ("scale", "ratio"):
             if key in aug:
                 aug[key] = tuple(aug[key])
-        data["augment"] = AugmentConfig.preset(aug.pop("preset", "photo"), **aug)
+        data["augment"] = AugmentConfig.preset(aug.pop("preset", DEFAULT_PRESET), **aug)
     if isinstance(data.get("mix"), dict):
         data["mix"] = _upgrade_mix(data["mix"])
     sections = {"mix": (MixConfig, "method"), "loss": (LossConfig, "name")}
@@ -383,14 +392,11 @@ def _check_keys(section: str, value: dict[str, Any], config_class: type) -> None
         raise ValueError(f"unknown {section} options {unknown}; valid: {sorted(known)}")
 
 
-def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
-    """A YAML config as ``{"data": {...}, "train": {...}}``: a ``data:`` section (collection
-    options), and a ``train:`` section or training options at the top level."""
-    if path is None:
-        return {"data": {}, "train": {}}
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping, or a ValueError naming the line and column at fault."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
+        raise ValueError(f"{what} not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -398,13 +404,21 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
         line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ValueError(
-            f"config file {path} is not valid YAML{line}: {problem}; write one option: value "
-            "per line"
+            f"{what} {path} is not valid YAML{line}: {problem}; write one option: value per line"
         ) from None
     except UnicodeDecodeError:
-        raise ValueError(f"config file {path} is not a UTF-8 text file") from None
+        raise ValueError(f"{what} {path} is not a UTF-8 text file") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping of option: value")
+        raise ValueError(f"{path}: a {what} must be a YAML mapping of option: value")
+    return loaded
+
+
+def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """A YAML config as ``{"data": {...}, "train": {...}}``: a ``data:`` section (collection
+    options), and a ``train:`` section or training options at the top level."""
+    if path is None:
+        return {"data": {}, "train": {}}
+    loaded = read_yaml_mapping(path, "config file")
     top_level = {k: v for k, v in loaded.items() if k not in ("data", "train")}
     if "train" in loaded and top_level:
         raise ValueError(

@@ -61,10 +61,10 @@ def _differences(runs: list[Run]) -> list[str]:
             missing = first.folder if start is None else name
             problems.append(f"{missing} did not record its starting point (init.json)")
         elif other["digest"] != start["digest"]:
-            problems.append(
-                f"{name} started from another head than {first.folder} ({other['source']} vs "
-                f"{start['source']})"
-            )
+            how = f"{other['source']} vs {start['source']}"
+            if other["source"] == start["source"]:  # e.g. two probes, each fitted on its own
+                how = f"each fitted its own {start['source']} head"
+            problems.append(f"{name} started from another head than {first.folder} ({how})")
     return problems
 
 

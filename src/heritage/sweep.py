@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from heritage.collection import Collection, CollectionSpec
-from heritage.config import TrainConfig
+from heritage.config import TrainConfig, read_yaml_mapping
 from heritage.training.initialisation import SHAPING, read_init
 
 
@@ -67,15 +65,24 @@ class Sweep:
 
     @classmethod
     def from_yaml(cls, path: str | Path, out: str | Path) -> Sweep:
-        path = Path(path)
-        if not path.is_file():
-            raise SweepError(f"sweep file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict) or set(loaded) - {"data", "train", "grid"}:
+        try:
+            loaded = read_yaml_mapping(path, "sweep file")
+        except ValueError as exc:
+            raise SweepError(str(exc)) from None
+        if set(loaded) - {"data", "train", "grid"}:
             raise SweepError(
                 f"{path}: a sweep file has the sections data:, train: and grid: (found "
-                f"{sorted(loaded) if isinstance(loaded, dict) else type(loaded).__name__})"
+                f"{sorted(loaded)})"
             )
+        data = loaded.get("data") or {}
+        if isinstance(data, str):  # data: PATH, the collection's source alone
+            data = {"source": data}
+        if not isinstance(data, dict):
+            raise SweepError(f"{path}: data: is the collection, e.g. data: {{source: FOLDER}}")
+        try:  # the shared options on their own, before any grid point
+            TrainConfig.from_dict(dict(loaded.get("train") or {}))
+        except (TypeError, ValueError) as exc:
+            raise SweepError(f"{path}: train: {exc}") from None
         grid = loaded.get("grid") or {}
         if not isinstance(grid, dict) or not grid:
             raise SweepError(f"{path}: grid: must map options to lists of values")
@@ -87,7 +94,7 @@ class Sweep:
                 "model, so that they can be averaged (sweep them as separate sweeps)"
             )
         sweep = cls(
-            CollectionSpec.from_dict(loaded.get("data") or {}),
+            CollectionSpec.from_dict(data),
             dict(loaded.get("train") or {}),
             grid,
             Path(out),
@@ -137,7 +144,9 @@ class Sweep:
 
         runs = self.runs()
         if not 0 <= index < len(runs):
-            raise SweepError(f"--index {index} is outside the sweep's {len(runs)} runs (0..)")
+            raise SweepError(
+                f"--index {index} is outside the sweep's {len(runs)} runs (0..{len(runs) - 1})"
+            )
         if read_init(self.start_dir) is None:
             raise SweepError(
                 f"{self.start_dir} holds no shared start yet: run the sweep with --prepare "

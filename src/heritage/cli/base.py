@@ -110,6 +110,10 @@ def default(name: str, config: type | None = None) -> str:
     value = field.default if field.default is not MISSING else field.default_factory()  # type: ignore[misc]
     for part in rest.split(".") if rest else ():
         value = getattr(value, part)
+    if callable(value):  # augment.preset is a preset's name, not a field
+        from heritage.config import DEFAULT_PRESET
+
+        value = DEFAULT_PRESET
     return f" (default: {value})"
 
 

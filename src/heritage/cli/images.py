@@ -107,10 +107,12 @@ TRAIN_HELP = {
     "val_fraction": "Share held out for validation: of each class's train images when the split "
     "column has train and test but no val (a stratified, seeded share, saved in the run's "
     "split.csv); of the whole collection when it has no split",
-    "init_from": "A run folder to start from: its split and starting weights (its LP-FT "
-    "head), so that the two runs can be averaged by `heritage soup RUN_A RUN_B --out GROUP`; "
-    "the backbone and image size must be the same (default: a start of its own).",
-    "average": "Weights averaged along the run, joining the pool at each cycle's end: "
+    "init_from": "A run folder to start from: its split (--val-fraction does not apply) and "
+    "starting weights (its LP-FT head), so that the two runs can be averaged by `heritage soup "
+    "RUN_A RUN_B --out GROUP`; give the same --backbone and --image-size (default: a start of "
+    "its own).",
+    "average": "Weights averaged along the run, joining the pool at each cycle's end and "
+    "after the last epoch: "
     + explained(
         allowed(WeightAverage),
         {"ema": "exponential moving average", "swa": "mean of the cycle's epoch ends"},

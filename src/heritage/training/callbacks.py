@@ -110,7 +110,8 @@ def format_val(metrics: dict[str, float]) -> str:
 @dataclass
 class AverageWeights:
     """Callback: weights averaged along the trajectory (``torch.optim.swa_utils``), offered to
-    the pool at the end of every restart cycle as ``ema_NNN`` or ``swa_NNN``.
+    the pool at the end of every restart cycle, and after the last epoch, as ``ema_NNN`` or
+    ``swa_NNN``.
 
     ``ema``: an exponential moving average updated after every step, with a horizon of about
     ``horizon_epochs`` epochs whatever the collection's size (decay 1 − 1 / steps). ``swa``: the
@@ -124,6 +125,7 @@ class AverageWeights:
     cycle_ends: set[int]
     validate: Callable[[nn.Module], dict[str, Any]]
     horizon_epochs: float = 1.0
+    last_epoch: int = 0  # the run's last epoch, which offers its average whatever the cycle
     averaged: Any = None  # torch.optim.swa_utils.AveragedModel, made on first use
 
     def _average(self, engine: Engine) -> Any:
@@ -143,7 +145,7 @@ class AverageWeights:
         averaged = self._average(engine)
         if self.kind == "swa":
             averaged.update_parameters(engine.model)
-        if record.epoch not in self.cycle_ends:
+        if record.epoch not in self.cycle_ends and record.epoch != self.last_epoch:
             return
         metrics = self.validate(averaged.module)
         self.pool.offer(

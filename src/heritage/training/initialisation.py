@@ -76,6 +76,8 @@ def init_source(run_dir: str | Path, collection: Collection, config: TrainConfig
     from heritage.training.runfolder import _collection_difference
 
     source = Path(run_dir)
+    if not source.is_dir():
+        raise InitError(f"--init-from {source}: no such run folder")
     info = read_init(source)
     if info is None or not (source / INIT_STATE).is_file() or not (source / "split.csv").is_file():
         raise InitError(
@@ -86,15 +88,19 @@ def init_source(run_dir: str | Path, collection: Collection, config: TrainConfig
     differs = _collection_difference(collection, source / "split.csv")
     if differs is not None:
         raise InitError(f"--init-from {source}: {differs}")
+
+    def shown(value: Any) -> str:
+        return "the backbone's default" if value is None else repr(value)
+
     changed = [
-        f"{k}: {info['options'].get(k)!r} there, {getattr(config, k)!r} here"
+        f"{k}: {shown(info['options'].get(k))} there, {shown(getattr(config, k))} here"
         for k in SHAPING
         if info["options"].get(k) != getattr(config, k)
     ]
     if changed:
         raise InitError(
             f"--init-from {source}: that run starts from another model ({'; '.join(changed)}); "
-            "use the same backbone and image size"
+            "give this run the same --backbone, --image-size and --resize-mode"
         )
     return source
 

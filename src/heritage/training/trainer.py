@@ -288,7 +288,9 @@ class Trainer:
         averages = []
         if cfg.average != "none" and main:
             averages.append(
-                AverageWeights(cfg.average, pool, card, ends, validate, cfg.average_epochs)
+                AverageWeights(
+                    cfg.average, pool, card, ends, validate, cfg.average_epochs, cfg.epochs
+                )
             )
             if state is not None:
                 averages[0].restore(engine, state)

@@ -409,7 +409,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ValueError(f"{what} {path} is not a UTF-8 text file") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: a {what} must be a YAML mapping of option: value")
+        raise ValueError(f"{path}: the {what} must be a YAML mapping of option: value")
     return loaded
 
 

@@ -791,17 +791,9 @@ def read_image_options(path: str | Path, name: str) -> dict[str, Any]:
     """Options of image modality ``name`` (``image``, ``image_multitask``) from a YAML file:
     its own section when the file has sections (one file can set both modalities), else the
     whole mapping. A missing file, or one that is not a mapping, is an error naming it."""
-    import yaml
+    from heritage.config import read_yaml_mapping
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image config not found: {path}")
-    try:
-        options = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(options, dict):
-        raise ValueError(f"{path}: the image config must be a YAML mapping of option: value")
+    options = read_yaml_mapping(path, "image config")
     if {"image", "image_multitask"} & set(options):
         return dict(options.get(name) or {})
     return options

@@ -318,8 +318,8 @@ def test_refit_refuses_a_training_run_then_overwrite_replaces_it(
 
 @pytest.mark.parametrize(
     ("option", "fragment"),
-    [("--recipe", "recipe must be 'greedy' or 'uniform', got 'stew'"),
-     ("--metric", "metric must be one of ['macro_f1', 'top1', 'loss'], got 'stew'")],
+    [("--recipe", "recipe must be one of ('greedy', 'uniform'), got 'stew'"),
+     ("--metric", "metric must be one of ('macro_f1', 'top1', 'loss'), got 'stew'")],
 )  # fmt: skip
 def test_soup_options_are_checked_before_cooking(
     small_run: Path, option: str, fragment: str

@@ -19,7 +19,6 @@ from heritage.similarity import (
     ImageEmbedder,
     ItemTable,
     MajorityVote,
-    Member,
     ReliabilityConfig,
     ReliabilityWeighted,
     SimilarityConfig,
@@ -29,11 +28,12 @@ from heritage.similarity import (
     TripletError,
     TripletTable,
     agreement,
-    contexts_from_clusters,
     list_images,
     margins_from_embeddings,
     search_similar,
 )
+from heritage.similarity.contexts import contexts_from_clusters
+from heritage.similarity.ensemble import Member
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "material-similarity"
 ENV = {"COLUMNS": "200", "HERITAGE_NO_PROGRESS": "1"}

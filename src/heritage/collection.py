@@ -143,12 +143,8 @@ def _read_manifest(
 ) -> tuple[pd.DataFrame, bool]:
     """A manifest's rows as strings, and whether it has the split column; a missing image,
     label or (explicitly named) split column, or no data row, is a :class:`CollectionError`."""
-    df = read_csv_strings(
-        manifest,
-        CollectionError,
-        f"Manifest {manifest}",
-        "save it as UTF-8 CSV with a header row.",
-    )
+    hint = "save it as UTF-8 CSV with a header row."
+    df = read_csv_strings(manifest, CollectionError, f"Manifest {manifest}", hint)
     columns = [str(c) for c in df.columns]
     available = ", ".join(repr(c) for c in columns)
     missing = [
@@ -644,6 +640,16 @@ class ExtraImagesReport:
 # --------------------------------------------------------------------------- collection
 
 
+@dataclass(frozen=True)
+class _Checks:
+    """What a constructor asks of the records it loaded (see ``Collection.from_folder``)."""
+
+    min_images_per_class: int
+    min_classes: int
+    check_images: bool
+    progress: bool
+
+
 @dataclass(eq=False)
 class Collection:
     """Validated image records plus the class list; build with from_folder/from_manifest/load."""
@@ -707,18 +713,8 @@ class Collection:
             }
         )
         expected = [d.name for d in class_dirs]
-        return cls._finish(
-            records,
-            root=root,
-            label_column="label",
-            skipped=[],
-            expected_classes=expected,
-            min_images_per_class=min_images_per_class,
-            min_classes=min_classes,
-            check_images=check_images,
-            progress=progress,
-            source=str(root),
-        )
+        checks = _Checks(min_images_per_class, min_classes, check_images, progress)
+        return cls._finish(records, checks, str(root), root, "label", [], expected)
 
     @classmethod
     def from_manifest(
@@ -782,18 +778,8 @@ class Collection:
             consumed.add(str(split_column))
         records = _manifest_records(df, paths, labels, split_values, row_numbers, consumed)
         records = records[usable].reset_index(drop=True)
-        return cls._finish(
-            records,
-            root=root,
-            label_column=label_column,
-            skipped=skipped,
-            expected_classes=None,
-            min_images_per_class=min_images_per_class,
-            min_classes=min_classes,
-            check_images=check_images,
-            progress=progress,
-            source=str(manifest),
-        )
+        checks = _Checks(min_images_per_class, min_classes, check_images, progress)
+        return cls._finish(records, checks, str(manifest), root, label_column, skipped)
 
     @classmethod
     def load(cls, source: str | Path, **kwargs: Any) -> Collection:
@@ -822,22 +808,19 @@ class Collection:
     def _finish(
         cls,
         records: pd.DataFrame,
-        *,
+        checks: _Checks,
+        source: str,
         root: Path,
         label_column: str,
         skipped: list[SkippedImage],
-        expected_classes: Sequence[str] | None,
-        min_images_per_class: int,
-        check_images: bool,
-        min_classes: int = 1,
-        progress: bool,
-        source: str,
+        expected_classes: Sequence[str] | None = None,
     ) -> Collection:
         """Shared validation: drop unusable files, then check class sizes and split coverage."""
+        min_images_per_class, min_classes = checks.min_images_per_class, checks.min_classes
         counts_before = records["label"].value_counts()
         all_classes = set(counts_before.index) | set(expected_classes or ())
         n_before_skip = len(skipped)
-        records = _drop_unreadable(records, skipped, check_images, progress)
+        records = _drop_unreadable(records, skipped, checks.check_images, checks.progress)
         if skipped:
             first = _skipped_examples(skipped)
             warnings.warn(

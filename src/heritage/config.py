@@ -36,6 +36,15 @@ def allowed(literal: Any) -> tuple[str, ...]:
     return get_args(literal)
 
 
+def check_choice(name: str, value: object, choices: Any) -> None:
+    """Refuse ``value`` unless it is one of ``choices`` (a ``Literal`` type or a collection of
+    values), with one message for every option checked this way: the name, the allowed values
+    and what was given."""
+    options = tuple(choices) if isinstance(choices, (tuple, list, dict)) else allowed(choices)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
 #: the augmentation preset a run gets unless it names another
 DEFAULT_PRESET = "photo"
 
@@ -295,10 +304,7 @@ class TrainConfig:
             "sampler": SamplerName,
         }
         for name, literal in choices.items():
-            if getattr(self, name) not in allowed(literal):
-                raise ValueError(
-                    f"{name} must be one of {allowed(literal)}, got {getattr(self, name)!r}"
-                )
+            check_choice(name, getattr(self, name), literal)
 
     def _check_positive(self) -> None:
         """Counts, sizes and the learning rate are numbers above 0 (``True`` is not a number

@@ -13,11 +13,11 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from heritage.config import TrainConfig
+from heritage.config import TrainConfig, check_choice
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -52,8 +52,7 @@ class SoupClassifier:
                 f"config must be a TrainConfig, got {type(config).__name__}: "
                 "write SoupClassifier(TrainConfig(epochs=6)) or TrainConfig.from_dict({...})"
             )
-        if recipe not in get_args(Recipe):
-            raise ValueError(f"recipe must be one of {get_args(Recipe)}, got {recipe!r}")
+        check_choice("recipe", recipe, Recipe)
         self.config = config if config is not None else TrainConfig()
         self.recipe = recipe
         self.out = out

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from heritage.backbones import named_batchnorm_layers
 from heritage.calibration import TemperatureScaling, apply_temperature, fit_temperature
+from heritage.config import check_choice
 from heritage.evaluation import evaluate
 from heritage.model import (
     ModelCard,
@@ -165,10 +166,8 @@ class ModelSoup:
         device: str = "auto",
         precision: str = "auto",
     ) -> None:
-        if recipe not in ("greedy", "uniform"):
-            raise ValueError(f"recipe must be 'greedy' or 'uniform', got {recipe!r}")
-        if metric not in SOUP_METRICS:
-            raise ValueError(f"metric must be one of {list(SOUP_METRICS)}, got {metric!r}")
+        check_choice("recipe", recipe, ("greedy", "uniform"))
+        check_choice("metric", metric, SOUP_METRICS)
         self.recipe = recipe
         self.metric = metric
         self.recalibrate_bn = recalibrate_bn

@@ -703,16 +703,8 @@ def analyse_runs(
     out = Path(out) if out is not None else first.run / "analysis" / "seeds"
     out.mkdir(parents=True, exist_ok=True)
     plot = plot_decomposition(decomposition, out / "bias_variance.png")
-    seeds = SeedAnalysis(
-        runs=results,
-        split=split,
-        n_images=len(shared),
-        decomposition=decomposition,
-        summary=summary,
-        skipped=skipped,
-        report=out / "report.html",
-        json=out / "analysis.json",
-    )
+    files = {"report": out / "report.html", "json": out / "analysis.json"}
+    seeds = SeedAnalysis(results, split, len(shared), decomposition, summary, skipped, **files)
     _write_seed_files(seeds, plot)
     console.print(f"across-run analysis of {len(results)} runs → {seeds.report}")
     return seeds

@@ -39,6 +39,12 @@ from heritage.kg.queries import (
 from heritage.kg.reviews import DECISIONS, Review, review_graph, review_lines, reviews_query
 from heritage.kg.vocabulary import DEFAULT_BASE, UriScheme
 
+#: record list orders: by id, least confident first (what to review), most confident first
+Sort = Literal["id", "confidence", "-confidence"]
+SORTS: tuple[str, ...] = get_args(Sort)
+PAGE_SIZE = 24  # records per page
+FACET_VALUES_SHOWN = 8  # values per facet before "more"
+
 __all__ = [
     "Explorer",
     "ExplorerConfig",
@@ -48,11 +54,6 @@ __all__ = [
     "cached_tables",
     "default_cache",
 ]
-
-Sort = Literal["id", "confidence", "-confidence"]
-SORTS: tuple[str, ...] = get_args(Sort)
-PAGE_SIZE = 24
-FACET_VALUES_SHOWN = 8
 
 
 class ExplorerError(ValueError):

@@ -32,6 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from heritage.calibration import TemperatureScaling, softmax
+from heritage.config import check_choice
 from heritage.metadata.base import Modality, Targets, expand_proba
 from heritage.metadata.persist import (
     ArrayStore,
@@ -190,8 +191,7 @@ class Stacker:
         modality_dropout: bool = True,
         seed: int = 0,
     ) -> None:
-        if kind not in STACKER_KINDS:
-            raise ValueError(f"stacker kind must be one of {STACKER_KINDS}, got {kind!r}")
+        check_choice("stacker kind", kind, STACKER_KINDS)
         self.kind = kind
         self.n_classes = n_classes
         self.modality_dropout = modality_dropout

@@ -15,20 +15,9 @@ embeddings, their ensembles, and search by example (Liao & Chen, KDD 2024; see
 ===================  ==========================================================================
 """
 
-from heritage.similarity.contexts import (
-    Context,
-    contexts_from_clusters,
-    contexts_from_column,
-    contexts_from_groups,
-    fit_context_models,
-)
+from heritage.similarity.contexts import Context, build_contexts, fit_context_models
 from heritage.similarity.embedding import EmbeddingConfig, ImageEmbedder, normalise
-from heritage.similarity.ensemble import (
-    MajorityVote,
-    Member,
-    ReliabilityConfig,
-    ReliabilityWeighted,
-)
+from heritage.similarity.ensemble import MajorityVote, ReliabilityConfig, ReliabilityWeighted
 from heritage.similarity.index import SimilarityIndex
 from heritage.similarity.items import ItemTable
 from heritage.similarity.learn import HeadConfig, TripletEmbedding
@@ -50,7 +39,6 @@ __all__ = [
     "ImageEmbedder",
     "ItemTable",
     "MajorityVote",
-    "Member",
     "ReliabilityConfig",
     "ReliabilityWeighted",
     "SimilarityConfig",
@@ -60,10 +48,8 @@ __all__ = [
     "TripletError",
     "TripletTable",
     "agreement",
+    "build_contexts",
     "build_index",
-    "contexts_from_clusters",
-    "contexts_from_column",
-    "contexts_from_groups",
     "fit_context_models",
     "hits_html",
     "list_images",

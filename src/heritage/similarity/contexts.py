@@ -104,6 +104,34 @@ def contexts_from_clusters(
     ]
 
 
+def build_contexts(
+    kinds: Sequence[str],
+    features: Mapping[str, np.ndarray],
+    triplets: TripletTable,
+    n_clusters: int = 3,
+    seed: int = 0,
+) -> list[Context]:
+    """The contexts of the kinds asked for (``groups``, ``column``, ``clusters``), in that
+    order. Column and cluster models see every image group (like the global model); clusters
+    are drawn on all groups together."""
+    views = [np.asarray(f) for f in features.values()]
+    both = views[0] if len(views) == 1 else views
+    contexts: list[Context] = []
+    if "groups" in kinds:
+        contexts += contexts_from_groups(features)
+    if "column" in kinds:
+        contexts += contexts_from_column(triplets, both)
+    if "clusters" in kinds:
+        clusters = contexts_from_clusters(
+            views[0], n_clusters, seed, cluster_features=np.concatenate(views, 1)
+        )
+        contexts += [Context(c.name, c.kind, both, c.value, c.clusters) for c in clusters]
+    names = [c.name for c in contexts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"context names clash: {names}; rename the groups or values")
+    return contexts
+
+
 def fit_context_models(
     contexts: Sequence[Context],
     train: TripletTable,

@@ -22,13 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from heritage.locking import locks_folder
-from heritage.similarity.contexts import (
-    Context,
-    contexts_from_clusters,
-    contexts_from_column,
-    contexts_from_groups,
-    fit_context_models,
-)
+from heritage.similarity.contexts import Context, build_contexts, fit_context_models
 from heritage.similarity.embedding import EmbeddingConfig
 from heritage.similarity.ensemble import (
     MajorityVote,
@@ -108,29 +102,6 @@ class SimilarityModel:
                     f"features of group {name!r} have {np.shape(f)[0]} rows for {len(items)} items"
                 )
 
-    def _contexts(self, triplets: TripletTable) -> list[Context]:
-        cfg = self.config
-        views = list(self.features_.values())
-        both = views[0] if len(views) == 1 else views
-        contexts: list[Context] = []
-        if "groups" in cfg.contexts:
-            contexts += contexts_from_groups(self.features_)
-        if "column" in cfg.contexts:
-            contexts += contexts_from_column(triplets, both)
-        if "clusters" in cfg.contexts:
-            contexts += contexts_from_clusters(
-                views[0], cfg.n_clusters, cfg.seed, cluster_features=np.concatenate(views, 1)
-            )
-            if len(views) > 1:  # cluster models see every group, like the global model
-                contexts = [
-                    Context(c.name, c.kind, both, c.value, c.clusters) if c.kind == "cluster" else c
-                    for c in contexts
-                ]
-        names = [c.name for c in contexts]
-        if len(set(names)) != len(names):
-            raise ValueError(f"context names clash: {names}; rename the groups or values")
-        return contexts
-
     def members(self) -> list[Member]:
         return [Member(c.name, c.features, self.context_models_[c.name]) for c in self.contexts_]
 
@@ -144,7 +115,9 @@ class SimilarityModel:
         self.global_ = TripletEmbedding(head).fit(
             self.train_, list(self.features_.values()), val=self.val_, description="global model"
         )
-        self.contexts_ = self._contexts(triplets)
+        self.contexts_ = build_contexts(
+            cfg.contexts, self.features_, triplets, cfg.n_clusters, cfg.seed
+        )
         self.context_models_ = fit_context_models(self.contexts_, self.train_, head, val=self.val_)
         self._fit_ensembles()
         return self

@@ -47,11 +47,13 @@ class MixUpCutMix:
     ) -> None:
         if not (mixup_alpha > 0 or cutmix_alpha > 0):
             raise ValueError("MixUpCutMix needs mixup_alpha > 0 or cutmix_alpha > 0 (or both).")
+        # timm's positional order: mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob
         self._mixup = Mixup(
-            mixup_alpha=mixup_alpha,
-            cutmix_alpha=cutmix_alpha,
-            prob=prob,
-            switch_prob=switch_prob,
+            mixup_alpha,
+            cutmix_alpha,
+            None,
+            prob,
+            switch_prob,
             label_smoothing=label_smoothing,
             num_classes=num_classes,
         )

@@ -278,6 +278,34 @@ def long_run_rows(
     return {"long_run": ev.macro_f1}
 
 
+def _greedy_val(run_dir: Path) -> float:
+    """The greedy soup's validation macro-F1, as cooking recorded it (soups/soups.json)."""
+    return json.loads((run_dir / "soups" / "soups.json").read_text())["greedy_soup"]["val_macro_f1"]
+
+
+def ema_rows(
+    book: RecordBook,
+    name: str,
+    collection: Collection,
+    cfg: TrainConfig,
+    run_dir: Path,
+    plain_dir: Path,
+) -> dict[str, float]:
+    """The same run with EMA weights as extra pool ingredients (``average: ema``): its methods
+    on test as ``ema_<method>``, and both greedy soups' validation macro-F1, on which EMA is
+    adopted as a default or not (``plain_dir``: the run without EMA, from ``heritage``)."""
+    ema = replace(cfg, average="ema")
+    result = Trainer(ema).fit(collection, run_dir)
+    run = Run.open(run_dir)
+    t0 = time.perf_counter()
+    run.cook_soups()
+    results = _record_run(book, name, run, "ema_", result.train_seconds, time.perf_counter() - t0)
+    book.add(name, "ema_greedy_soup", "val_macro_f1", _greedy_val(run_dir))
+    if (plain_dir / "soups" / "soups.json").is_file():
+        book.add(name, "greedy_soup", "val_macro_f1", _greedy_val(plain_dir))
+    return {f"ema_{m}": ev.macro_f1 for m, ev in results.items()}
+
+
 def plain_rows(
     book: RecordBook, name: str, collection: Collection, cfg: TrainConfig
 ) -> dict[str, float]:
@@ -287,7 +315,7 @@ def plain_rows(
     return {"plain_finetune": plain["macro_f1"]}
 
 
-GROUPS = ("heritage", "plain_finetune", "cross_run", "long_run")
+GROUPS = ("heritage", "plain_finetune", "cross_run", "long_run", "ema")
 
 
 def main() -> None:
@@ -304,7 +332,8 @@ def main() -> None:
         choices=GROUPS,
         help="heritage: one run's best checkpoint, soups, soft voting and the linear probe; "
         "plain_finetune: the timm baseline; cross_run: soups across --members runs from one "
-        "start (a seed group per seed); long_run: one run --members times longer",
+        "start (a seed group per seed); long_run: one run --members times longer; ema: the "
+        "heritage run with EMA weights as extra ingredients (its own run folder)",
     )
     parser.add_argument("--members", type=int, default=4, help="runs per cross-run group")
     parser.add_argument(
@@ -340,6 +369,12 @@ def main() -> None:
             if "long_run" in args.methods:
                 run_dir = args.runs / name / f"long_seed{seed}"
                 scores |= long_run_rows(book, name, collection, small, run_dir, args.members)
+            if "ema" in args.methods:
+                run_dir, plain_dir = (
+                    args.runs / name / f"ema_seed{seed}",
+                    args.runs / name / f"seed{seed}",
+                )
+                scores |= ema_rows(book, name, collection, cfg, run_dir, plain_dir)
             console.print({m: round(v, 4) for m, v in scores.items()})
             path = book.write()  # after every seed: an interrupted benchmark keeps its records
     console.print(f"records written to {path}")

@@ -134,7 +134,17 @@ TARGETS: dict[str, list[tuple]] = {
                 ("plain_finetune", "macro_f1"),
             )
             for dataset in ("ich-mekong", "hieroglyphs-unas")
-            for method in ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
+            for method in (
+                "best_checkpoint",
+                "uniform_soup",
+                "greedy_soup",
+                "soft_voting",
+                "cross_run_uniform_soup",
+                "cross_run_greedy_soup",
+                "cross_run_soft_voting",
+                "long_run",
+                "ema_greedy_soup",
+            )
         ),
     ],
     "kg": [
@@ -381,6 +391,71 @@ def fusion_vs_inputs(cell: dict) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+SOUP_DATASETS = ("ich-mekong", "hieroglyphs-unas")
+
+
+def cross_run_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
+    """Issue 20: the cross-run greedy soup against the best checkpoint (+1.5 points, averaged
+    over the datasets measured; the cross-run rows may use a smaller image, stated in
+    docs/benchmarks.md), against soft voting over the same runs (−0.3 points at 1/N of the
+    inference cost) and, stated not targeted, against one run trained N times longer; and
+    whether EMA ingredients earn a default on validation."""
+    rows, gaps = [], {}
+    for ds in SOUP_DATASETS:
+        greedy = cell.get((ds, "cross_run_greedy_soup", "macro_f1"))
+        best = cell.get((ds, "best_checkpoint", "macro_f1"))
+        if greedy is None or best is None:
+            continue
+        gaps[ds] = 100 * (greedy - best)
+        vote = cell.get((ds, "cross_run_soft_voting", "macro_f1"))
+        models = cell.get((ds, "cross_run_soft_voting", "models_at_inference"), float("nan"))
+        if vote is not None:
+            rows.append(
+                (
+                    ds,
+                    "cross-run greedy soup ≥ cross-run soft voting − 0.3 points, with 1 model "
+                    f"instead of {models:.0f}",
+                    f"{greedy:.4f} vs {vote:.4f}",
+                    greedy >= vote - 0.003,
+                )
+            )
+        long = cell.get((ds, "long_run", "macro_f1"))
+        if long is not None:
+            rows.append(
+                (
+                    ds,
+                    "(statement) cross-run greedy soup ≥ one run N times longer (same compute)",
+                    f"{greedy:.4f} vs {long:.4f}",
+                    greedy >= long,
+                )
+            )
+    if gaps:
+        mean = sum(gaps.values()) / len(gaps)
+        each = ", ".join(f"{ds} {g:+.2f}" for ds, g in gaps.items())
+        where = "both datasets" if len(gaps) == len(SOUP_DATASETS) else f"{len(gaps)} dataset(s)"
+        rows.append(
+            (
+                where,
+                "cross-run greedy soup ≥ best checkpoint + 1.5 points (mean over datasets)",
+                f"{mean:+.2f} points ({each})",
+                mean >= 1.5 and len(gaps) == len(SOUP_DATASETS),
+            )
+        )
+    for ds in SOUP_DATASETS:
+        ema = cell.get((ds, "ema_greedy_soup", "val_macro_f1"))
+        plain = cell.get((ds, "greedy_soup", "val_macro_f1"))
+        if ema is not None and plain is not None:
+            rows.append(
+                (
+                    ds,
+                    "(adoption, on validation) greedy soup with EMA ingredients > without",
+                    f"{ema:.4f} vs {plain:.4f}",
+                    ema > plain,
+                )
+            )
+    return rows
+
+
 def calibration_checks(cell: dict) -> list[tuple[str, str, str, bool]]:
     """Issue 21: test ECE ≤ 0.05 after temperature for every classifier method."""
     rows = []
@@ -504,6 +579,7 @@ DERIVED_TARGETS = {
     "regularisers": ("Targets", regulariser_checks),
     "analysis": ("Findings (does it hold?)", analysis_checks),
     "multimodal": ("Targets", multimodal_checks),
+    "soups": ("Targets", cross_run_checks),
     "calibration": ("Targets", calibration_checks),
     "similarity": ("Targets", similarity_checks),
     "explorer": ("Targets", explorer_checks),

@@ -28,3 +28,24 @@ def test_split_fractions_are_those_the_trainer_draws() -> None:
     assert split_fractions(TrainConfig(val_fraction=0.1, test_fraction=0.3)) == pytest.approx(
         (0.6, 0.1, 0.3)
     )
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_its_folder(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heritage.config import read_config_file
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    config = folder / "c.yaml"
+    config.write_text(
+        "data: {source: ../images}\ntrain: {init_from: runs/a, weights: /abs/w.pth, epochs: 2}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # elsewhere than the file: the file's folder decides
+    read = read_config_file(config)
+    assert read["data"]["source"] == str(folder / "../images")
+    assert read["train"]["init_from"] == str(folder / "runs/a")
+    assert read["train"]["weights"] == "/abs/w.pth" and read["train"]["epochs"] == 2
+    assert load_config(config).init_from == str(folder / "runs/a")
+    # command-line values are the user's, relative to where the command runs
+    assert load_config(config, {"init_from": "runs/b"}).init_from == "runs/b"

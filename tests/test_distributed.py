@@ -108,6 +108,10 @@ def test_two_processes_train_the_one_process_run(
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["epoch"], key)
     config = yaml.safe_load((tmp_path / "n2" / "config.yaml").read_text())
     assert config["epochs"] == 3
+    for nproc in (1, 2):  # the hardware names the processes that trained together
+        summary = json.loads((tmp_path / f"n{nproc}" / "train_summary.json").read_text())
+        assert summary["processes"] == nproc
+        assert summary["hardware"].startswith("2x cpu-" if nproc == 2 else "cpu-")
     assert sorted(p.name for p in (tmp_path / "n2").iterdir()) == sorted(
         p.name for p in (tmp_path / "n1").iterdir()
     )
@@ -136,3 +140,35 @@ def test_a_killed_two_process_run_resumes_to_the_same_pool(
     assert a.keys() == b.keys()
     for name in a:
         assert all(torch.equal(a[name][k], b[name][k]) for k in a[name]), name
+
+
+def test_hardware_label_counts_processes() -> None:
+    from heritage.runtime import hardware_label
+
+    one = hardware_label(torch.device("cpu"))
+    assert one.startswith("cpu-") and hardware_label(torch.device("cpu"), 3) == f"3x {one}"
+
+
+def test_only_rank_zero_prints_for_the_run(
+    image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rank of a torchrun reads the inputs; the class table and what follows are rank
+    0's to print (the others' console stays quiet)."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from heritage.cli import app
+    from heritage.progress import console
+    from heritage.training.trainer import Trainer
+
+    done = SimpleNamespace(pool=SimpleNamespace(entries=[]), train_images_per_second=1.0)
+    monkeypatch.setattr(Trainer, "fit", lambda self, *args, **kwargs: done)
+    monkeypatch.setattr(console, "quiet", False)  # restored after the test
+    command = ["train", str(image_folder), "--out", str(tmp_path / "run"), "--device", "cpu"]
+    monkeypatch.delenv("RANK", raising=False)
+    alone = CliRunner().invoke(app, command)
+    assert alone.exit_code == 0 and "amber" in alone.output, alone.output
+    monkeypatch.setenv("RANK", "1")
+    second = CliRunner().invoke(app, command)
+    assert second.exit_code == 0 and second.output == "", second.output

@@ -11,7 +11,7 @@ import pytest
 
 from heritage.collection import Collection
 from heritage.group import GroupError, gather_runs, read_group
-from heritage.run import Run
+from heritage.run import Run, RunError
 from heritage.training.initialisation import InitError, read_init
 from heritage.training.trainer import Trainer
 
@@ -53,11 +53,11 @@ def test_runs_from_one_start_make_a_group_that_works_like_a_run(
     runs: dict[str, Path], tmp_path: Path
 ) -> None:
     group = gather_runs([runs["a"], runs["b"]], tmp_path / "group")
-    assert [e.name for e in group.pool.entries] == ["01_a", "02_b"]
+    assert [e.name for e in group.pool.entries] == ["a", "b"]  # named after the runs' folders
     assert read_group(group.folder)["member"] == "best_checkpoint"
     soups = group.cook_soups()
-    assert set(soups["uniform"].ingredients_) == {"01_a", "02_b"}
-    assert soups["greedy"].ingredients_[0] in {"01_a", "02_b"}
+    assert set(soups["uniform"].ingredients_) == {"a", "b"}
+    assert soups["greedy"].ingredients_[0] in {"a", "b"}
     results = group.evaluate("test")
     assert set(results) == {"best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting"}
     rows = json.loads((group.folder / "eval" / "test" / "comparison.json").read_text())
@@ -129,3 +129,40 @@ def test_cli_cooks_soups_across_runs(runs: dict[str, Path], tmp_path: Path) -> N
     assert (tmp_path / "g" / "soups" / "greedy_soup.safetensors").is_file()
     result = runner.invoke(app, ["evaluate", str(tmp_path / "g")])
     assert result.exit_code == 0, result.output
+
+
+def test_members_are_numbered_only_when_their_folder_names_clash(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    copies = [Path(shutil.copytree(runs[n], tmp_path / where / "run")) for n, where in ("ax", "by")]
+    group = gather_runs(copies, tmp_path / "group")
+    assert [e.name for e in group.pool.entries] == ["01_run", "02_run"]
+
+
+def test_a_group_given_where_a_run_is_expected_names_its_runs(
+    runs: dict[str, Path], image_folder: Path, tiny_config: Callable, tmp_path: Path
+) -> None:
+    group = gather_runs([runs["a"], runs["b"]], tmp_path / "g").folder
+    with pytest.raises(GroupError, match="a group of runs") as refused:
+        gather_runs([group, runs["c"]], tmp_path / "g2")
+    suggested = f"heritage soup {runs['a']} {runs['b']} {runs['c']} --out"
+    assert suggested in str(refused.value) and "starting point" not in str(refused.value)
+    collection = Collection.from_folder(image_folder)
+    with pytest.raises(InitError, match="a group of runs") as refused:
+        Trainer(tiny_config(init_from=str(group))).fit(collection, tmp_path / "x")
+    assert f"--init-from {runs['a']}" in str(refused.value)
+    assert "recorded its start" not in str(refused.value)
+    with pytest.raises(RunError, match=f"a group of runs .*heritage refit {runs['a']}"):
+        Run.open(group).refit(tmp_path / "refit")
+
+
+def test_analysing_a_group_explains_why_it_has_no_curves(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    from heritage.analysis.report import analyse
+
+    group = gather_runs([runs["a"], runs["b"]], tmp_path / "g")
+    result = analyse(group.folder, "test")
+    curves = next(s for s in result.skipped if s.what == "training curves")
+    assert "group of 2 runs" in curves.reason and "heritage train" not in (curves.command or "")
+    assert curves.command == f"heritage analyse {runs['a']}; heritage analyse {runs['b']}"

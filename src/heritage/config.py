@@ -419,9 +419,33 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     return loaded
 
 
+#: options of a YAML file's sections that name a file or folder
+PATH_OPTIONS: dict[str, tuple[str, ...]] = {
+    "data": ("source",),
+    "train": ("init_from", "weights"),
+}
+
+
+def paths_relative_to_file(
+    section: dict[str, Any], keys: tuple[str, ...], path: str | Path
+) -> dict[str, Any]:
+    """``section`` with its relative paths among ``keys`` taken from the folder of the YAML
+    file ``path``, as config files usually resolve them: the file then works from whatever
+    directory the command runs in (a job array's, another user's). Absolute paths and ``~``
+    are kept."""
+    base = Path(path).parent
+    out = dict(section)
+    for key in keys:
+        value = out.get(key)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            out[key] = str(base / value)
+    return out
+
+
 def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
     """A YAML config as ``{"data": {...}, "train": {...}}``: a ``data:`` section (collection
-    options), and a ``train:`` section or training options at the top level."""
+    options), and a ``train:`` section or training options at the top level. Relative paths
+    in it (:data:`PATH_OPTIONS`) are relative to the file's folder."""
     if path is None:
         return {"data": {}, "train": {}}
     loaded = read_yaml_mapping(path, "config file")
@@ -431,8 +455,11 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
             f"{path}: put training options either under `train:` or at the top "
             f"level, not both (found {sorted(top_level)} beside `train:`)"
         )
-    train = loaded.get("train", top_level)
-    return {"data": dict(loaded.get("data") or {}), "train": dict(train or {})}
+    sections = {"data": loaded.get("data"), "train": loaded.get("train", top_level)}
+    return {
+        name: paths_relative_to_file(dict(section or {}), PATH_OPTIONS[name], path)
+        for name, section in sections.items()
+    }
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -14,7 +14,8 @@ Group folder::
     group.json     the runs, the member taken from each, and why they may be averaged
     config.yaml    the first run's (source, label column, backbone, preprocessing)
     split.csv      the split every run shares
-    pool/          one model file per run, named after it
+    pool/          one model file per run, named after its folder (numbered 01_, 02_, ...
+                   only when two runs share a folder name)
 """
 
 from __future__ import annotations
@@ -29,10 +30,15 @@ from heritage.locking import folder_lock
 from heritage.model import model_paths
 from heritage.run import Run, RunError
 from heritage.training.initialisation import read_init
-from heritage.training.pool import CheckpointPool
+from heritage.training.pool import CheckpointPool, epoch_of
+from heritage.training.runfolder import GROUP_FILE, group_members, read_group
+
+__all__ = ["GROUP_FILE", "GroupError", "Member", "check_averageable", "gather_runs", "read_group"]
 
 Member = Literal["best_checkpoint", "uniform_soup", "greedy_soup"]
-GROUP_FILE = "group.json"
+#: names a member may not take in the pool: the methods a group's reports compare, and the
+#: pool's own index (pool/pool.json)
+_TAKEN = frozenset({"best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting", "pool"})
 
 
 class GroupError(RunError):
@@ -68,10 +74,27 @@ def _differences(runs: list[Run]) -> list[str]:
     return problems
 
 
+def _refuse_groups(runs: list[Run]) -> None:
+    """A group given as one of the runs: it has no start of its own (it gathers finished
+    runs), so the message names its runs and the command with them in its place."""
+    given = [(run.folder, group_members(run.folder)) for run in runs]
+    groups = [(folder, members) for folder, members in given if members is not None]
+    if not groups:
+        return
+    expanded = " ".join(" ".join(members or [str(f)]) for f, members in given)
+    named = "; ".join(f"{f} gathers {', '.join(m) or 'no recorded runs'}" for f, m in groups)
+    raise GroupError(
+        f"{', '.join(str(f) for f, _ in groups)}: a group of runs, not a run ({named}). "
+        f"Give its runs instead: heritage soup {expanded} --out OUT"
+    )
+
+
 def check_averageable(runs: Sequence[Run]) -> None:
     """Refuse runs whose weights cannot be averaged: another backbone, classes, preprocessing,
-    split or starting state (:mod:`heritage.training.initialisation`)."""
+    split or starting state (:mod:`heritage.training.initialisation`), or a group of runs in
+    place of a run."""
     runs = list(runs)
+    _refuse_groups(runs)
     if len(runs) < 2:
         raise GroupError("a soup across runs needs at least two runs")
     names = [r.folder.resolve() for r in runs]
@@ -94,6 +117,18 @@ def _member_path(run: Run, member: Member) -> Path:
     return path
 
 
+def _member_names(runs: list[Run]) -> list[str]:
+    """Each member's name in the group's pool: its run's folder name, as the user knows it (a
+    sweep's run folders are numbered already). All are numbered in order instead when two
+    runs share a folder name, or a name would pass for a checkpoint (``epoch_003``), a method
+    the reports compare, or the pool's index."""
+    names = [run.folder.name for run in runs]
+    clash = len(set(names)) < len(names) or any(
+        epoch_of(name) is not None or name in _TAKEN for name in names
+    )
+    return [f"{i:02d}_{name}" for i, name in enumerate(names, start=1)] if clash else names
+
+
 def gather_runs(
     runs: Sequence[str | Path], out: str | Path, member: Member = "best_checkpoint"
 ) -> Run:
@@ -114,8 +149,8 @@ def gather_runs(
             shutil.copyfile(first / name, out / name)
         pool = CheckpointPool(out / "pool", keep_top_k=len(opened))
         members = []
-        for i, (run, path) in enumerate(zip(opened, paths, strict=True), start=1):
-            name = f"{i:02d}_{run.folder.name}"
+        names = _member_names(opened)
+        for i, (run, path, name) in enumerate(zip(opened, paths, names, strict=True), start=1):
             pool.adopt(path, name, epoch=i, reason=f"member ({member} of {run.folder})")
             members.append({"run": str(run.folder), "model": str(path), "name": name})
         info = {"member": member, "members": members, "init": read_init(first)}
@@ -129,9 +164,3 @@ def gather_runs(
         }
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return Run.open(out)
-
-
-def read_group(folder: str | Path) -> dict | None:
-    """``group.json`` of a group folder; None for an ordinary run."""
-    path = Path(folder) / GROUP_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

@@ -32,7 +32,7 @@ from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
 from heritage.soups import ModelSoup, SoftVoting
 from heritage.training.pool import CheckpointPool, epoch_of
-from heritage.training.runfolder import clear_run
+from heritage.training.runfolder import clear_run, group_members
 from heritage.training.trainer import Trainer
 
 METHODS = ("best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting")
@@ -198,6 +198,13 @@ class Run:
         if recipe not in REFIT_RECIPES:
             raise ValueError(
                 f"--recipe {recipe!r} is not a soup to refit; use {' or '.join(REFIT_RECIPES)}"
+            )
+        members = group_members(self.folder)
+        if members is not None:  # its soup's ingredients are runs, not epochs to retrain
+            raise RunError(
+                f"{self.folder} is a group of runs ({', '.join(members)}), not a run: a refit "
+                f"trains one run again; refit one of its runs, e.g. heritage refit "
+                f"{members[0] if members else 'RUN'} --out OUT"
             )
         out = Path(out)
         if out.resolve() == self.folder.resolve():  # before overwrite could delete the run

@@ -102,8 +102,12 @@ class Precision:
                 yield
 
 
-def hardware_label(device: torch.device) -> str:
-    """A short label for benchmark records, e.g. ``cpu-2core`` or ``cuda-NVIDIA H100 80GB HBM3``."""
+def hardware_label(device: torch.device, processes: int = 1) -> str:
+    """A short label for benchmark records, e.g. ``cpu-2core`` or ``cuda-NVIDIA H100 80GB HBM3``;
+    a data-parallel run's is prefixed with its number of processes (``2x cpu-1core``: two
+    processes of one core each), since a process's own share alone would understate it."""
     if device.type == "cuda":
-        return f"cuda-{torch.cuda.get_device_name(device)}"
-    return f"cpu-{torch.get_num_threads()}core"
+        label = f"cuda-{torch.cuda.get_device_name(device)}"
+    else:
+        label = f"cpu-{torch.get_num_threads()}core"
+    return label if processes == 1 else f"{processes}x {label}"

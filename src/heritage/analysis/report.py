@@ -57,6 +57,7 @@ from heritage.locking import folder_lock
 from heritage.model import load_card, model_paths
 from heritage.progress import console
 from heritage.training.pool import epoch_of
+from heritage.training.runfolder import group_members
 
 __all__ = ["AnalysisResult", "SeedAnalysis", "Skipped", "analyse", "analyse_runs"]
 
@@ -296,14 +297,28 @@ def _geometry_and_curves(
             history, out / "curves.png", pool_epochs=pool_epochs, greedy_epochs=greedy_epochs
         )
     else:
-        skipped.append(
-            Skipped(
-                "training curves",
-                f"{run.folder / 'history.json'} is missing or empty",
-                "heritage train (with the run's options and --out; it resumes and rewrites it)",
-            )
-        )
+        skipped.append(_no_history(run.folder))
     return geometry
+
+
+def _no_history(folder: Path) -> Skipped:
+    """Why the training curves are missing, and what shows them: a group of runs never
+    trained itself (each of its runs has its own curves); a run's history is rewritten by
+    resuming it."""
+    members = group_members(folder)
+    if members is None:
+        return Skipped(
+            "training curves",
+            f"{folder / 'history.json'} is missing or empty",
+            "heritage train (with the run's options and --out; it resumes and rewrites it)",
+        )
+    return Skipped(
+        "training curves",
+        f"{folder} is a group of {len(members)} runs gathered by heritage soup: it has no "
+        "training of its own, so no history.json; its pool holds one model per run (compared "
+        "in this report), and each run's curves are in that run's own report",
+        "; ".join(f"heritage analyse {m}" for m in members) or None,
+    )
 
 
 def _method_probabilities(

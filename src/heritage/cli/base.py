@@ -188,10 +188,10 @@ def _config_help() -> str:
 
     names = ", ".join(f.name for f in fields(TrainConfig))
     return (
-        "YAML file: a `data:` section (image_column, label_column, split_column, "
+        "YAML file: a `data:` section (source, image_column, label_column, split_column, "
         "ignore_splits, min_images_per_class) and training options at the top level or "
-        f"under `train:` ({names}; e.g. augment: {{preset: glyphs, rotate: 5}}). Command-line "
-        "options win over the file."
+        f"under `train:` ({names}; e.g. augment: {{preset: glyphs, rotate: 5}}). Relative "
+        "paths in it are relative to its folder. Command-line options win over the file."
     )
 
 

@@ -206,6 +206,8 @@ def train(
 
     try:  # first, so that a second writer stops before loading anything
         secondary = int(os.environ.get("RANK", "0")) > 0  # rank 0 of a torchrun holds it
+        if secondary:  # and speaks for the run: every rank reads the same inputs
+            console.quiet = True
         lock = contextlib.nullcontext() if secondary else folder_lock(out, "heritage train")
     except FolderLocked as exc:
         fail(exc)

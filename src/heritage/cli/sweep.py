@@ -15,7 +15,8 @@ def sweep(
         Path,
         typer.Argument(
             help="Sweep YAML: data: (the collection), train: (options every run shares) and "
-            "grid: (option: a list of values; the runs are every combination).",
+            "grid: (option: a list of values; the runs are every combination). Relative paths "
+            "in it are relative to its folder.",
             metavar="FILE",
         ),
     ],

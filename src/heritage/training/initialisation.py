@@ -29,6 +29,7 @@ from torch import nn
 
 from heritage.collection import Collection
 from heritage.config import TrainConfig
+from heritage.training.runfolder import collection_difference, group_members
 
 INIT_FILE = "init.json"
 INIT_STATE = "init.safetensors"
@@ -69,15 +70,44 @@ def read_init(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def shaping_changes(info: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The options that shape the starting state (:data:`SHAPING`) on which ``config``
+    differs from a start's ``init.json`` (``info``), one ``option: there, here`` each. A run
+    given another backbone or input size cannot load that start (``--init-from``, a sweep)."""
+
+    def shown(value: Any) -> str:
+        return "the backbone's default" if value is None else repr(value)
+
+    saved = info.get("options", {})
+    return [
+        f"{k}: {shown(saved.get(k))} there, {shown(getattr(config, k))} here"
+        for k in SHAPING
+        if saved.get(k) != getattr(config, k)
+    ]
+
+
+def _group_given(source: Path, members: list[str]) -> InitError:
+    """A group of runs has no start of its own (it gathers finished runs); its runs share
+    one, so the message offers them."""
+    shown = ", ".join(members) or "none recorded"
+    example = f", e.g. --init-from {members[0]}" if members else ""
+    return InitError(
+        f"--init-from {source}: a group of runs (heritage soup RUN... --out {source}; its "
+        f"runs: {shown}), not a run: it has no start of its own. Its runs share one start "
+        f"and split: start from one of them{example}"
+    )
+
+
 def init_source(run_dir: str | Path, collection: Collection, config: TrainConfig) -> Path:
     """Check that a run may start from ``run_dir``: it recorded its start, and it was trained
     on the same collection with the options that shape the starting state. Returns its
     folder."""
-    from heritage.training.runfolder import _collection_difference
-
     source = Path(run_dir)
     if not source.is_dir():
         raise InitError(f"--init-from {source}: no such run folder")
+    members = group_members(source)
+    if members is not None:
+        raise _group_given(source, members)
     info = read_init(source)
     if info is None or not (source / INIT_STATE).is_file() or not (source / "split.csv").is_file():
         raise InitError(
@@ -85,18 +115,10 @@ def init_source(run_dir: str | Path, collection: Collection, config: TrainConfig
             f"{INIT_STATE} and split.csv); train it with this heritage first, for example with "
             "--epochs 1"
         )
-    differs = _collection_difference(collection, source / "split.csv")
+    differs = collection_difference(collection, source / "split.csv")
     if differs is not None:
         raise InitError(f"--init-from {source}: {differs}")
-
-    def shown(value: Any) -> str:
-        return "the backbone's default" if value is None else repr(value)
-
-    changed = [
-        f"{k}: {shown(info['options'].get(k))} there, {shown(getattr(config, k))} here"
-        for k in SHAPING
-        if info["options"].get(k) != getattr(config, k)
-    ]
+    changed = shaping_changes(info, config)
     if changed:
         raise InitError(
             f"--init-from {source}: that run starts from another model ({'; '.join(changed)}); "

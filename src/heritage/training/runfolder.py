@@ -26,18 +26,24 @@ import pandas as pd
 from heritage.collection import Collection
 
 __all__ = [
+    "GROUP_FILE",
     "RESUMABLE_CHANGES",
     "RUN_FILE",
     "RUN_OUTPUTS",
     "RunMismatch",
     "check_resume",
     "clear_run",
+    "collection_difference",
+    "group_members",
     "has_checkpoints",
+    "read_group",
     "run_fingerprint",
     "write_run_file",
 ]
 
 RUN_FILE = "run.json"
+#: what makes a folder a group of runs (:mod:`heritage.group`) rather than one run
+GROUP_FILE = "group.json"
 #: options that may change when a run is resumed (more epochs, another machine)
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "precision", "workers"})
 #: what heritage writes into a run folder (training, soups, reports, the demo's graph);
@@ -70,7 +76,32 @@ _START_AFRESH = (
 
 
 class RunMismatch(ValueError):
-    """A rerun into a folder that holds another run; the message names what differs."""
+    """A rerun into a folder that holds another run; the message names what differs, then how
+    to go on. ``what`` is the first part alone, for a caller that offers other remedies than
+    the command line's ``--overwrite`` (a sweep)."""
+
+    def __init__(self, what: str, advice: str = _START_AFRESH) -> None:
+        super().__init__(f"{what}\n{advice}")
+        self.what, self.advice = what, advice
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickled as it was made
+        return type(self), (self.what, self.advice)
+
+
+def read_group(folder: str | Path) -> dict[str, Any] | None:
+    """``group.json`` of a group folder (:mod:`heritage.group`); None for an ordinary run."""
+    path = Path(folder) / GROUP_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def group_members(folder: str | Path) -> list[str] | None:
+    """The runs a group folder gathers, as ``heritage soup`` was given them; None for an
+    ordinary run. Here, below the group module, so that whatever expects one run (a start to
+    copy, a run to gather) can say it was given a group and name the runs to give instead."""
+    group = read_group(folder)
+    if group is None:
+        return None
+    return [str(m["run"]) for m in group.get("members", []) if isinstance(m, dict)]
 
 
 def _relative(path: str, root: Path) -> str:
@@ -139,7 +170,7 @@ def read_fingerprint(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())["fingerprint"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise RunMismatch(f"{path} is unreadable ({exc}). {_START_AFRESH}") from exc
+        raise RunMismatch(f"{path} is unreadable ({exc}).") from exc
 
 
 def has_checkpoints(run_dir: Path) -> bool:
@@ -168,8 +199,10 @@ def _examples(paths: list[str], n: int = 3) -> str:
     return shown + (", ..." if len(paths) > n else "")
 
 
-def _collection_difference(collection: Collection, split_path: Path) -> str | None:
-    """How the collection differs from the run's (its ``split.csv``); None: it does not."""
+def collection_difference(collection: Collection, split_path: Path) -> str | None:
+    """How the collection differs from a run's (its ``split.csv``); None: it does not. A
+    rerun is compared with it, and so is a run that starts from another's start and split
+    (:func:`heritage.training.initialisation.init_source`, a sweep's shared start)."""
     now = _labelled(collection)
     if not split_path.is_file():
         return f"the collection cannot be compared: {split_path} is missing"
@@ -215,7 +248,7 @@ def check_resume(
     split_path = run_dir / "split.csv"
     problems: list[str] = []
     if saved is None or saved.get("collection", {}).get("sha256") != now["collection"]["sha256"]:
-        differs = _collection_difference(collection, split_path)
+        differs = collection_difference(collection, split_path)
         if differs is not None:
             problems.append(differs)
         elif saved is not None:  # same images and labels, another order or spelling
@@ -232,5 +265,5 @@ def check_resume(
         lines = "\n".join(f"  - {p}" for p in problems)
         raise RunMismatch(
             f"{run_dir} holds a run started on other data or with other options, so this "
-            f"command cannot resume it:\n{lines}\n{_START_AFRESH}"
+            f"command cannot resume it:\n{lines}"
         )

@@ -247,7 +247,8 @@ class Trainer:
         engine.run(cfg.epochs, start=(state["epoch"] if state else 0) + 1, callbacks=callbacks)
         if not main:  # the run's files are rank 0's
             return TrainResult(run_dir, pool, log.history, log.train_seconds, float("nan"))
-        return _summarise(run_dir, pool, log, device, cfg.epochs)
+        processes = 1 if parallel is None else parallel.world_size
+        return _summarise(run_dir, pool, log, device, cfg.epochs, processes)
 
     def _run_collection(
         self, collection: Collection, run_dir: Path, state: dict[str, Any] | None
@@ -341,8 +342,9 @@ class Trainer:
             _check_resumable(state, cfg, collection.classes, run_dir)
         elif has_checkpoints(run_dir):
             raise RunMismatch(
-                f"{run_dir} holds checkpoints but no state.pt to resume from; start afresh "
-                "with --overwrite (overwrite=True; deletes them) or choose another --out"
+                f"{run_dir} holds checkpoints but no state.pt to resume from.",
+                "Start afresh with --overwrite (overwrite=True; deletes them) or choose "
+                "another --out.",
             )
         return fingerprint
 
@@ -499,15 +501,22 @@ def _write_config(collection: Collection, run_dir: Path, cfg: TrainConfig) -> No
 
 
 def _summarise(
-    run_dir: Path, pool: CheckpointPool, log: RunLog, device: torch.device, epochs: int
+    run_dir: Path,
+    pool: CheckpointPool,
+    log: RunLog,
+    device: torch.device,
+    epochs: int,
+    processes: int = 1,
 ) -> TrainResult:
-    """``train_summary.json``: time, throughput and hardware, read by the benchmarks."""
+    """``train_summary.json``: time, throughput and hardware, read by the benchmarks; a
+    data-parallel run's hardware names its processes (throughput is theirs together)."""
     seconds = log.train_seconds
     throughput = log.images_seen / seconds if seconds else float("nan")
     summary = {
         "train_seconds": seconds,
         "train_images_per_second": throughput,
-        "hardware": hardware_label(device),
+        "hardware": hardware_label(device, processes),
+        "processes": processes,
         "epochs": epochs,
         "pool": [e.name for e in pool.entries],
     }
@@ -583,8 +592,8 @@ def _split_for_run(
     if resuming:
         if not split_path.is_file():
             raise RunMismatch(
-                f"{split_path.parent} holds a run without its split.csv, so it cannot be "
-                "resumed; start afresh with --overwrite or choose another --out"
+                f"{split_path.parent} holds a run without its split.csv, so it cannot be resumed.",
+                "Start afresh with --overwrite (overwrite=True) or choose another --out.",
             )
         reopened = Collection.from_split_file(split_path, collection.root, collection.label_column)
         reopened.skipped = collection.skipped

@@ -75,6 +75,37 @@ def test_no_command_help_loads_a_heavy_library() -> None:
     assert "pydantic" not in loaded  # a tenth of a second; see heritage.cli.base.flag_defaults
 
 
+def test_a_known_backbone_is_checked_without_torch() -> None:
+    loaded = _modules_after(
+        "from heritage.config import TrainConfig\n"
+        "TrainConfig(backbone='efficientnet_lite1', device='auto')"
+    )
+    assert not {"torch", "timm"} & loaded, {"torch", "timm"} & loaded
+
+
+def test_a_bad_path_is_reported_before_the_deep_learning_stack_loads(tmp_path: Path) -> None:
+    """A newcomer's first mistake (a wrong path or column) answers in a second, not ten."""
+    code = (
+        "import sys\n"
+        f"sys.argv = ['heritage', 'train', {str(tmp_path / 'nowhere')!r}, '--out', "
+        f"{str(tmp_path / 'run')!r}]\n"
+        "from heritage.cli import app\n"
+        "try:\n    app()\nexcept SystemExit as exc:\n    assert exc.code == 2, exc.code\n"
+    )
+    loaded = _modules_after(code)
+    assert not {"torch", "timm", "torchvision"} & loaded
+
+
+def test_unknown_backbone_and_device_names_are_still_refused() -> None:
+    from heritage.config import TrainConfig
+
+    with pytest.raises(ValueError, match="unknown backbone 'efficientnet_lite9'"):
+        TrainConfig(backbone="efficientnet_lite9")
+    with pytest.raises(ValueError, match="not a device name"):
+        TrainConfig(device="gpu0")
+    assert TrainConfig(backbone="resnet18").backbone == "resnet18"  # any timm name
+
+
 def test_help_shows_docstrings_and_options_as_written() -> None:
     """Help is rendered as rich markup: brackets in a docstring are escaped (they would be read
     as styles and vanish), and an option's help holds none; paragraphs rewrap to the width."""

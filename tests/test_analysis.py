@@ -33,7 +33,7 @@ from heritage.analysis import (
 from heritage.analysis import probabilities as probabilities_module
 from heritage.analysis.diagnostics import thumbnail_data_uri
 from heritage.cli import app
-from heritage.model import model_paths
+from heritage.modelfile import model_paths
 
 LOG = np.log
 

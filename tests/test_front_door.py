@@ -83,14 +83,36 @@ def test_a_known_backbone_is_checked_without_torch() -> None:
     assert not {"torch", "timm"} & loaded, {"torch", "timm"} & loaded
 
 
-def test_a_bad_path_is_reported_before_the_deep_learning_stack_loads(tmp_path: Path) -> None:
-    """A newcomer's first mistake (a wrong path or column) answers in a second, not ten."""
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "{missing}", "--out", "{tmp}/run"],
+        ["evaluate", "{missing}", "--data", "{tmp}"],
+        ["evaluate", "{model}"],  # a model file without --data
+        ["predict", "{missing}", "{tmp}"],
+        ["soup", "{missing}"],
+        ["similarity", "fit", "{missing}", "--items", "{missing}", "--out", "{tmp}/s"],
+    ],
+)
+def test_a_bad_path_is_reported_before_the_deep_learning_stack_loads(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """A newcomer's first mistake (a wrong path, a missing option) answers in a second, not
+    ten: the command checks it before torch loads."""
+    (tmp_path / "m.json").write_text("{}")
+    (tmp_path / "m.safetensors").write_bytes(b"")
+    paths = {
+        "missing": str(tmp_path / "nowhere"),
+        "tmp": str(tmp_path),
+        "model": str(tmp_path / "m"),
+    }
+    args = [a.format(**paths) for a in argv]
     code = (
         "import sys\n"
-        f"sys.argv = ['heritage', 'train', {str(tmp_path / 'nowhere')!r}, '--out', "
-        f"{str(tmp_path / 'run')!r}]\n"
+        f"sys.argv = ['heritage', *{args!r}]\n"
         "from heritage.cli import app\n"
         "try:\n    app()\nexcept SystemExit as exc:\n    assert exc.code == 2, exc.code\n"
+        "else:\n    raise AssertionError('accepted')\n"
     )
     loaded = _modules_after(code)
     assert not {"torch", "timm", "torchvision"} & loaded

@@ -16,9 +16,9 @@ from heritage.model import (
     ModelCard,
     load_card,
     load_state,
-    model_paths,
     save_model_file,
 )
+from heritage.modelfile import model_paths
 from heritage.run import Run
 
 

@@ -17,10 +17,10 @@ from heritage.model import (
     build_model,
     load_card,
     load_state,
-    model_paths,
     predict_logits,
     softmax,
 )
+from heritage.modelfile import model_paths
 from heritage.run import Run
 from heritage.soups import (
     ModelSoup,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from heritage.locking import folder_lock
-from heritage.model import model_paths
+from heritage.modelfile import model_paths
 from heritage.run import Run, RunError
 from heritage.training.initialisation import read_init
 from heritage.training.pool import CheckpointPool, epoch_of

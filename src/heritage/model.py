@@ -27,6 +27,7 @@ from heritage import __version__
 from heritage.backbones import Preprocessing, create_backbone
 from heritage.calibration import softmax
 from heritage.data import ImageCache, ImageDataset, decode, eval_transform
+from heritage.modelfile import model_card_path, model_paths
 from heritage.runtime import Precision, resolve_device
 
 if TYPE_CHECKING:
@@ -65,18 +66,6 @@ class ModelCard:
         return cls(**d)
 
 
-def model_stem(path: str | Path) -> Path:
-    """``x``, ``x.json`` or ``x.safetensors`` -> ``x`` (other dots belong to the name: ``m.v1``)."""
-    path = Path(path)
-    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-
-
-def model_paths(path: str | Path) -> tuple[Path, Path]:
-    """(weights, card) paths of a model file given as ``x``, ``x.json`` or ``x.safetensors``."""
-    stem = model_stem(path)
-    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -97,21 +86,7 @@ def save_model_file(path: str | Path, state_dict: dict[str, torch.Tensor], card:
 
 
 def load_card(path: str | Path) -> ModelCard:
-    folder = Path(path)
-    if folder.is_dir():  # a run folder or a soups folder, not a model: say which models it has
-        found = sorted({model_stem(p) for p in folder.glob("*.safetensors")})
-        found += sorted({model_stem(p) for p in (folder / "soups").glob("*.safetensors")})
-        hint = (
-            f"; models in it: {', '.join(str(m) for m in found)}"
-            if found
-            else " (for a run folder, name one of its models, e.g. RUN/soups/greedy_soup)"
-        )
-        raise FileNotFoundError(f"{folder} is a folder, not a model file{hint}")
-    _, card_path = model_paths(path)
-    if not card_path.is_file():
-        raise FileNotFoundError(
-            f"model card not found: {card_path} (a model is NAME.safetensors + NAME.json)"
-        )
+    card_path = model_card_path(path)
     try:
         return ModelCard.from_dict(json.loads(card_path.read_text()))
     except json.JSONDecodeError as exc:

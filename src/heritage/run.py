@@ -27,7 +27,8 @@ from heritage.config import TrainConfig
 from heritage.data import ImageCache, ImageDataset, eval_transform, make_loader
 from heritage.evaluation import Evaluation, evaluate, expected_calibration_error, write_report
 from heritage.locking import folder_lock
-from heritage.model import ImageClassifier, ModelCard, load_card, model_paths, predict_proba
+from heritage.model import ImageClassifier, ModelCard, load_card, predict_proba
+from heritage.modelfile import model_paths
 from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
 from heritage.soups import ModelSoup, SoftVoting

@@ -38,12 +38,12 @@ from heritage.model import (
     build_model,
     load_card,
     load_state,
-    model_stem,
     predict_logits,
     predict_proba,
     save_model_file,
     softmax,
 )
+from heritage.modelfile import model_stem
 from heritage.progress import console
 from heritage.runtime import Precision, resolve_device
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from heritage.model import build_model, load_card, load_state, model_paths, predict_proba
+from heritage.model import build_model, load_card, load_state, predict_proba
+from heritage.modelfile import model_paths
 from heritage.progress import progress_bar
 from heritage.runtime import Precision, resolve_device
 

@@ -54,7 +54,8 @@ from heritage.evaluation import (
     plot_reliability,
 )
 from heritage.locking import folder_lock
-from heritage.model import load_card, model_paths
+from heritage.model import load_card
+from heritage.modelfile import model_paths
 from heritage.progress import console
 from heritage.training.pool import epoch_of
 from heritage.training.runfolder import group_members

@@ -286,6 +286,8 @@ Runs = Annotated[
         help="A run folder written by `heritage train`, or several runs that share a start "
         "(`heritage train --init-from`, a sweep) to cook soups across them into --out.",
         metavar="RUN",
+        exists=True,  # checked by the parser, before anything heavy loads
+        file_okay=False,
     ),
 ]
 
@@ -410,10 +412,22 @@ def evaluate_cmd(
 ) -> None:
     """Top-1, macro-F1, per-class scores, calibration (ECE) and a confusion matrix, written as
     metrics.json, report.md and PNGs."""
+    from heritage.modelfile import model_paths, model_stem
+
+    if not target.is_dir():  # checked before the deep-learning stack loads: an instant answer
+        if not any(path.is_file() for path in model_paths(target)):
+            fail(
+                FileNotFoundError(
+                    f"{target} is neither a run folder nor a model file (NAME.safetensors + "
+                    "NAME.json); check the path"
+                )
+            )
+        if data is None:
+            fail(ValueError("evaluating a model file needs --data (a folder or manifest)"))
     from heritage.collection import CollectionError, scoring_images
     from heritage.evaluation import write_report
     from heritage.locking import FolderLocked, folder_lock
-    from heritage.model import ImageClassifier, model_paths, model_stem
+    from heritage.model import ImageClassifier
     from heritage.run import Run
 
     try:
@@ -423,13 +437,6 @@ def evaluate_cmd(
                 console.print(f"{method:>16}: {ev.summary()}")
             console.print(f"reports in {target}/eval/{split}/ (comparison.md)")
             return
-        if not any(path.is_file() for path in model_paths(target)):
-            raise FileNotFoundError(
-                f"{target} is neither a run folder nor a model file (NAME.safetensors + "
-                "NAME.json); check the path"
-            )
-        if data is None:
-            raise ValueError("evaluating a model file needs --data (a folder or manifest)")
         collection = collection_spec(
             data,
             config,
@@ -472,6 +479,12 @@ def predict(
 ) -> None:
     """Write a CSV with the top-k labels and their confidence for each image. Unreadable
     files are reported and skipped; images are read in chunks, so folders of any size work."""
+    from heritage.modelfile import model_card_path
+
+    try:  # before the deep-learning stack loads: a wrong path answers at once
+        model_card_path(model)
+    except FileNotFoundError as exc:
+        fail(exc)
     from heritage.backbones import BackboneError
     from heritage.collection import CollectionError, images_given
     from heritage.evaluation import write_predictions_csv

@@ -21,14 +21,18 @@ Triplets = Annotated[
     Path,
     typer.Argument(
         help="CSV of judgements: reference, closer, farther (item ids), optional votes_closer, "
-        "votes_farther and a context column."
+        "votes_farther and a context column.",
+        exists=True,  # checked by the parser, before anything heavy loads
+        dir_okay=False,
     ),
 ]
 ItemsCsv = Annotated[
     Path,
     typer.Option(
         help="CSV of items: an id column and one column of image paths per image group (e.g. "
-        "materials.csv with ennis and stpeters)."
+        "materials.csv with ennis and stpeters).",
+        exists=True,
+        dir_okay=False,
     ),
 ]
 ItemImageColumns = Annotated[

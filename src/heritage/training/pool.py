@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from heritage.model import ModelCard, load_card, model_paths, save_model_file
+from heritage.model import ModelCard, load_card, save_model_file
+from heritage.modelfile import model_paths
 
 #: criterion name -> (metric key, higher is better)
 CRITERIA: dict[str, tuple[str, bool]] = {

@@ -1,5 +1,5 @@
 """Data-parallel throughput (issue 20): the same ich-mekong run trained by 1 and by 2
-processes (``heritage train --nproc-per-node N``: torchrun, gloo on CPU, NCCL on CUDA), so that
+processes (``torchrun --nproc-per-node N -m heritage train``: gloo on CPU, NCCL on CUDA), so that
 a user sees what a second process buys on their hardware. Reported, not targeted: on a 2-core
 machine two processes share the cores one process already uses.
 
@@ -8,8 +8,8 @@ machine two processes share the cores one process already uses.
 
 Records ``benchmarks/results/distributed.json``: per process count, training images per second
 and training seconds (from the run's ``train_summary.json``), wall seconds of the whole command
-(start, probe head, training, validation) and the last epoch's validation macro-F1 (the runs
-should learn alike; test is not read).
+(start, probe head, training, validation) and the last epoch's validation macro-F1 (a check
+that both learn; test is not read).
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ def train(manifest: Path, out: Path, nproc: int, args: argparse.Namespace) -> fl
     """One fresh run of ``heritage train`` with ``nproc`` processes; its wall seconds."""
     if out.exists():
         shutil.rmtree(out)
-    command = [sys.executable, "-m", "heritage", "train", str(manifest), "--out", str(out)]
-    command += ["--epochs", str(args.epochs), "--seed", str(args.seed_now)]
-    command += ["--device", args.device, "--nproc-per-node", str(nproc)]
+    # torchrun for every count, 1 included, so that each pays the same launch cost
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={nproc}", "-m", "heritage", "train", str(manifest)]
+    command += ["--out", str(out), "--epochs", str(args.epochs), "--seed", str(args.seed_now)]
+    command += ["--device", args.device]
     env = {**os.environ, "HERITAGE_NO_PROGRESS": "1"}
     t0 = time.perf_counter()
     subprocess.run(command, env=env, check=True)

@@ -30,6 +30,17 @@ def fmt(r: dict) -> str:
     return f"{m:.4f} ± {s:.4f}" if abs(m) < 1.5 else f"{m:.2f} ± {s:.2f}"
 
 
+def _commands(recs: list[dict]) -> str:
+    """The command that produced the rows, or each command with the rows it produced."""
+    by_command: dict[str, list[str]] = defaultdict(list)
+    for r in recs:
+        if r["method"] not in by_command[r["command"]]:
+            by_command[r["command"]].append(r["method"])
+    if len(by_command) == 1:
+        return f"`{next(iter(by_command))}`"
+    return "; ".join(f"`{cmd}` ({', '.join(methods)})" for cmd, methods in by_command.items())
+
+
 def table(records: list[dict]) -> list[str]:
     """One table per dataset: methods as rows, metrics as columns."""
     lines = []
@@ -51,7 +62,7 @@ def table(records: list[dict]) -> list[str]:
         lines += [
             f"### {dataset}",
             "",
-            header + f"; rerun: `{first['command']}`",
+            header + "; rerun: " + _commands(recs),
             "",
             "| method | " + " | ".join(per_row + metrics) + " |",
             "|---|" + "---|" * (len(per_row) + len(metrics)),

@@ -28,7 +28,7 @@ from typing import Literal, get_args
 
 from heritage.locking import folder_lock
 from heritage.modelfile import model_paths
-from heritage.run import Run, RunError
+from heritage.run import METHODS, Run, RunError
 from heritage.training.initialisation import read_init
 from heritage.training.pool import CheckpointPool, epoch_of
 from heritage.training.runfolder import GROUP_FILE, group_members, read_group
@@ -38,7 +38,7 @@ __all__ = ["GROUP_FILE", "GroupError", "Member", "check_averageable", "gather_ru
 Member = Literal["best_checkpoint", "uniform_soup", "greedy_soup"]
 #: names a member may not take in the pool: the methods a group's reports compare, and the
 #: pool's own index (pool/pool.json)
-_TAKEN = frozenset({"best_checkpoint", "uniform_soup", "greedy_soup", "soft_voting", "pool"})
+_TAKEN = frozenset({*METHODS, "pool"})
 
 
 class GroupError(RunError):

@@ -117,8 +117,9 @@ class Sweep:
     def start_dir(self) -> Path:
         return self.out / "start"
 
-    def run_dir(self, run: SweepRun) -> Path:
-        return self.out / "runs" / run.name
+    def run_dir(self, run: SweepRun | str) -> Path:
+        """The run's folder; ``run`` may be its name, as ``sweep.json`` records it."""
+        return self.out / "runs" / (run if isinstance(run, str) else run.name)
 
     def runs(self) -> list[SweepRun]:
         """The grid's runs, in a fixed order (the job array's indices)."""
@@ -181,7 +182,7 @@ class Sweep:
             ) from None
         return self.run_dir(run)
 
-    def finished(self, run: SweepRun) -> bool:
+    def finished(self, run: SweepRun | str) -> bool:
         """Whether the run has trained all its epochs (it wrote its summary)."""
         return (self.run_dir(run) / "train_summary.json").is_file()
 
@@ -288,7 +289,7 @@ class Sweep:
                 continue
             name = str(entry.get("name"))
             renamed = new_names.get(json.dumps(entry.get("values"), sort_keys=True))
-            if renamed and (self.out / "runs" / name / "train_summary.json").is_file():
+            if renamed and self.finished(name):
                 moved.append(f"{name} would be {renamed}")
         if moved:
             first = next(iter(self.grid))
